@@ -1,0 +1,4 @@
+//! One file per CLI subcommand.
+
+pub mod start;
+pub mod status;

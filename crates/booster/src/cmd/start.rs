@@ -1,0 +1,83 @@
+//! `booster start`: run a node.
+
+use crate::{
+    config::{Config, FileConfig, Overrides},
+    run::{self, Extras},
+};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// TOML config file; flags override its keys.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Proxy address (SOCKS5 and HTTP on one port) [default: 127.0.0.1:1080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Control API address [default: 127.0.0.1:4884].
+    #[arg(long)]
+    pub api: Option<SocketAddr>,
+    /// Use this interface as an uplink (repeatable). Without it, uplinks are discovered.
+    #[arg(long = "iface", value_name = "NAME")]
+    pub iface: Vec<String>,
+    /// Where usage counters are kept [default: ~/.local/share/booster].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// host:port that reachability probes connect to, or "none".
+    #[arg(long)]
+    pub probe_target: Option<String>,
+}
+
+pub async fn run(args: StartArgs) -> ExitCode {
+    let file = match &args.config {
+        Some(path) => match FileConfig::load(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("booster: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => FileConfig::default(),
+    };
+    let flags = Overrides { listen: args.listen, api: args.api, iface: args.iface, data_dir: args.data_dir, probe_target: args.probe_target };
+    let config = match Config::build(file, flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("booster: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::sys::raise_nofile_limit() {
+        Ok(n) if (n as usize) < config.max_connections * 2 + 64 => tracing::warn!(
+            nofile = n,
+            max_connections = config.max_connections,
+            "the open-file limit is below two per connection; raise it (ulimit -n) or lower max_connections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    let running = match run::start(config, Extras::default()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("booster: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!("booster: proxy on {} (SOCKS5 and HTTP), API on {}", running.proxy_addr, running.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()));
+    wait_for_signal().await;
+    eprintln!("booster: shutting down, draining open connections");
+    let cut = running.shutdown().await;
+    if cut > 0 {
+        eprintln!("booster: closed {cut} connection(s) still open after the drain timeout");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,440 @@
+//! Node configuration: parsed (serde, unknown keys refused), then validated, then run.
+//!
+//! The TOML keys mirror the `booster start` flags; flags override the file. See `docs/config.md`
+//! for every key and its default.
+
+use crate::policy::{PolicyKind, PolicySpec};
+use crate::units::{ByteSize, Dur, Rate};
+use serde::{Deserialize, Serialize};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// A secret string whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// Priority tier of an uplink. Backup is used only when every primary and secondary source is
+/// down or saturated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    #[default]
+    Primary,
+    Secondary,
+    Backup,
+}
+
+/// `[[uplink]]`: a named local interface and what the user says about it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Interface name, e.g. `wlan0`.
+    pub name: String,
+    #[serde(default)]
+    pub tier: Tier,
+    /// Monthly data cap; over it the uplink is used only as a backup.
+    pub cap: Option<ByteSize>,
+    /// Starting capacity estimate, before anything is measured.
+    pub capacity: Option<Rate>,
+}
+
+/// `[auth]`: SOCKS5 username/password (RFC 1929) and HTTP `Proxy-Authorization: Basic`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub username: String,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// The file as written. Every field is optional so flags can fill the gaps.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
+    pub api_token: Option<Secret>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub iface: Vec<String>,
+    #[serde(default)]
+    pub uplink: Vec<UplinkConfig>,
+    pub probe_target: Option<String>,
+    pub probe_interval: Option<Dur>,
+    pub discover_interval: Option<Dur>,
+    pub connect_timeout: Option<Dur>,
+    pub handshake_timeout: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+    pub drain_timeout: Option<Dur>,
+    pub max_connections: Option<usize>,
+    pub connect_attempts: Option<usize>,
+    pub sticky_ttl: Option<Dur>,
+    pub dns_servers: Option<Vec<String>>,
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub policy: Vec<PolicySpec>,
+}
+
+/// Flags of `booster start` that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
+    pub iface: Vec<String>,
+    pub data_dir: Option<PathBuf>,
+    pub probe_target: Option<String>,
+}
+
+/// The validated configuration the node runs with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub api: Option<SocketAddr>,
+    pub api_token: Option<Secret>,
+    pub data_dir: PathBuf,
+    /// Named uplinks. Empty means: discover them.
+    pub uplinks: Vec<UplinkConfig>,
+    /// Where reachability probes connect (`host:port`), or `None` when probing is off.
+    pub probe_target: Option<String>,
+    pub probe_interval: Duration,
+    pub discover_interval: Duration,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
+    pub connect_attempts: usize,
+    pub sticky_ttl: Duration,
+    /// Nameservers (`ip` or `ip:port`); `None` = those of /etc/resolv.conf.
+    pub dns_servers: Option<Vec<SocketAddr>>,
+    pub auth: Option<Credentials>,
+    pub policies: Vec<PolicySpec>,
+}
+
+/// Resolved proxy credentials.
+#[derive(Debug, Clone, Serialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// A configuration error, with the file, line and key when it came from the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
+pub const DEFAULT_API: &str = "127.0.0.1:4884";
+/// Reachability probe target: a well-known anycast resolver's HTTPS port. Any host that accepts
+/// TCP works; set `probe_target = "none"` to switch probing off.
+pub const DEFAULT_PROBE_TARGET: &str = "1.1.1.1:443";
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error message names line, column and key.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+                    format!("line {line}: {msg} (at `{snippet}`)")
+                }
+                None => msg,
+            }
+        })
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("booster");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/share/booster");
+    }
+    PathBuf::from("/var/lib/booster")
+}
+
+impl Config {
+    /// Merges the file with the flags, applies defaults and validates the result.
+    pub fn build(file: FileConfig, flags: Overrides) -> Result<Config, ConfigError> {
+        let invalid = |s: String| ConfigError::Invalid(s);
+        let listen = flags
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen"));
+        let api = Some(
+            flags
+                .api
+                .or(file.api)
+                .unwrap_or_else(|| DEFAULT_API.parse().expect("default api")),
+        );
+
+        let mut uplinks = file.uplink.clone();
+        for name in file.iface.iter().chain(flags.iface.iter()) {
+            if !uplinks.iter().any(|u| &u.name == name) {
+                uplinks.push(UplinkConfig {
+                    name: name.clone(),
+                    tier: Tier::Primary,
+                    cap: None,
+                    capacity: None,
+                });
+            }
+        }
+        // Flags name the uplinks to use: when given, they replace the file's list (keeping the
+        // file's settings for the ones named again).
+        if !flags.iface.is_empty() {
+            uplinks.retain(|u| flags.iface.contains(&u.name));
+        }
+        for u in &uplinks {
+            if u.name.is_empty() || u.name.len() > 15 || u.name.contains(['/', ' ', '\0']) {
+                return Err(invalid(format!(
+                    "uplink name `{}` is not a valid interface name (1 to 15 characters, no '/' or spaces)",
+                    u.name
+                )));
+            }
+        }
+
+        let auth = match file.auth {
+            None => None,
+            Some(a) => {
+                let password = match (a.password, a.password_file) {
+                    (Some(p), None) => p,
+                    (None, Some(path)) => Secret::new(
+                        std::fs::read_to_string(&path)
+                            .map_err(|e| {
+                                invalid(format!(
+                                    "auth.password_file {}: cannot read: {e}",
+                                    path.display()
+                                ))
+                            })?
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string(),
+                    ),
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "auth: set either `password` or `password_file`, not both".into(),
+                        ))
+                    }
+                    (None, None) => {
+                        return Err(invalid(
+                            "auth: `password` or `password_file` is required".into(),
+                        ))
+                    }
+                };
+                if a.username.is_empty() || a.username.len() > 255 {
+                    return Err(invalid("auth.username must be 1 to 255 bytes".into()));
+                }
+                if password.expose().is_empty() || password.expose().len() > 255 {
+                    return Err(invalid("auth.password must be 1 to 255 bytes".into()));
+                }
+                Some(Credentials {
+                    username: a.username,
+                    password,
+                })
+            }
+        };
+
+        if !listen.ip().is_loopback() && auth.is_none() {
+            return Err(invalid(format!(
+                "listen = {listen} is not a loopback address, and no [auth] is configured: \
+                 booster refuses to run an open proxy. Add an [auth] section or listen on 127.0.0.1"
+            )));
+        }
+        if let Some(api) = api {
+            if !api.ip().is_loopback() && file.api_token.is_none() {
+                return Err(invalid(format!(
+                    "api = {api} is not a loopback address, and no api_token is configured"
+                )));
+            }
+        }
+
+        let probe_target = match flags.probe_target.or(file.probe_target) {
+            Some(t) if t == "none" => None,
+            Some(t) => Some(t),
+            None => Some(DEFAULT_PROBE_TARGET.to_string()),
+        };
+        if let Some(t) = &probe_target {
+            crate::target::Target::parse_host_port(t)
+                .map_err(|e| invalid(format!("probe_target `{t}`: {e}")))?;
+        }
+
+        let dns_servers = match file.dns_servers {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|s| {
+                        s.parse::<SocketAddr>()
+                            .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                            .map_err(|_| invalid(format!("dns_servers: `{s}` is not an IP address or ip:port")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+
+        let policies = file.policy;
+        for (i, p) in policies.iter().enumerate() {
+            p.validate()
+                .map_err(|e| invalid(format!("policy #{} ({:?}): {e}", i + 1, p.kind)))?;
+            if p.kind == PolicyKind::Sticky && p.uplink.is_some() {
+                return Err(invalid(format!(
+                    "policy #{}: a sticky policy applies to hosts, not to an uplink",
+                    i + 1
+                )));
+            }
+        }
+
+        let d = |v: Option<Dur>, default: u64| v.map(|d| d.0).unwrap_or(Duration::from_millis(default));
+        let cfg = Config {
+            listen,
+            api,
+            api_token: file.api_token,
+            data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(default_data_dir),
+            uplinks,
+            probe_target,
+            probe_interval: d(file.probe_interval, 3_000),
+            discover_interval: d(file.discover_interval, 2_000),
+            connect_timeout: d(file.connect_timeout, 5_000),
+            handshake_timeout: d(file.handshake_timeout, 10_000),
+            idle_timeout: d(file.idle_timeout, 300_000),
+            drain_timeout: d(file.drain_timeout, 5_000),
+            max_connections: file.max_connections.unwrap_or(16_384),
+            connect_attempts: file.connect_attempts.unwrap_or(3),
+            sticky_ttl: d(file.sticky_ttl, 600_000),
+            dns_servers,
+            auth,
+            policies,
+        };
+        if cfg.max_connections == 0 {
+            return Err(invalid("max_connections must be at least 1".into()));
+        }
+        if cfg.connect_attempts == 0 {
+            return Err(invalid("connect_attempts must be at least 1".into()));
+        }
+        if cfg.connect_timeout.is_zero() || cfg.handshake_timeout.is_zero() {
+            return Err(invalid(
+                "connect_timeout and handshake_timeout must be above zero".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let err = FileConfig::parse("listen = \"127.0.0.1:1080\"\nlisten_port = 3\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn bad_unit_is_refused_with_its_line() {
+        let text = "[[uplink]]\nname = \"wwan0\"\ncap = \"2 parsecs\"\n";
+        let err = FileConfig::parse(text).unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("parsecs"), "{err}");
+    }
+
+    #[test]
+    fn open_proxy_is_refused() {
+        let file = FileConfig::parse("listen = \"0.0.0.0:1080\"\n").unwrap();
+        let err = Config::build(file, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("open proxy"), "{err}");
+    }
+
+    #[test]
+    fn lan_listen_with_auth_is_fine_and_secret_is_masked() {
+        let text = "listen = \"0.0.0.0:1080\"\n[auth]\nusername = \"u\"\npassword = \"hunter2\"\n";
+        let cfg = Config::build(FileConfig::parse(text).unwrap(), Overrides::default()).unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(cfg.auth.unwrap().password.expose(), "hunter2");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = FileConfig::parse("iface = [\"eth0\", \"wlan0\"]\nlisten = \"127.0.0.1:9\"\n").unwrap();
+        let flags = Overrides {
+            iface: vec!["usb0".into()],
+            listen: Some("127.0.0.1:1081".parse().unwrap()),
+            ..Default::default()
+        };
+        let cfg = Config::build(file, flags).unwrap();
+        assert_eq!(cfg.listen.port(), 1081);
+        let names: Vec<_> = cfg.uplinks.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["usb0"]);
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = r#"
+listen = "127.0.0.1:1080"
+api = "127.0.0.1:4884"
+probe_target = "10.99.0.1:80"
+connect_timeout = "3s"
+sticky_ttl = "10m"
+[[uplink]]
+name = "wwan0"
+tier = "backup"
+cap = "2GB"
+capacity = "20Mbit"
+[[policy]]
+kind = "avoid"
+uplink = "wwan0"
+hosts = ["*.example.com", "10.0.0.0/8"]
+"#;
+        let cfg = Config::build(FileConfig::parse(text).unwrap(), Overrides::default()).unwrap();
+        assert_eq!(cfg.uplinks[0].tier, Tier::Backup);
+        assert_eq!(cfg.uplinks[0].cap, Some(ByteSize(2_000_000_000)));
+        assert_eq!(cfg.connect_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.policies.len(), 1);
+    }
+}

@@ -1,0 +1,373 @@
+//! The dial step: open a TCP connection to a target through one source. This is the only place
+//! that creates outbound sockets, so binding, timeouts, Happy Eyeballs, socket options and
+//! byte accounting live here once, for the proxy, probes and the demo alike.
+
+use crate::{
+    dns::{DnsError, Resolver},
+    source::{OpenGuard, Source, SourceKind},
+    sys,
+    target::{Host, Target},
+};
+use futures::{stream::FuturesUnordered, StreamExt};
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{atomic::Ordering::Relaxed, Arc, Once},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+
+#[derive(Debug, Clone)]
+pub struct DialOpts {
+    /// Budget for the whole connect phase (all Happy Eyeballs attempts).
+    pub connect_timeout: Duration,
+    /// RFC 8305 "Connection Attempt Delay": the next address is tried after this long.
+    pub attempt_delay: Duration,
+    /// `TCP_NOTSENT_LOWAT`, for senders that want shallow kernel queues.
+    pub notsent_lowat: Option<u32>,
+}
+
+impl Default for DialOpts {
+    fn default() -> Self {
+        DialOpts {
+            connect_timeout: Duration::from_secs(5),
+            attempt_delay: Duration::from_millis(250),
+            notsent_lowat: None,
+        }
+    }
+}
+
+/// Why a dial failed, classified once so that failover and every reply code map it in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("connection refused")]
+    Refused,
+    #[error("network unreachable")]
+    NetUnreachable,
+    #[error("host unreachable")]
+    HostUnreachable,
+    #[error("connect timed out")]
+    Timeout,
+    #[error("name not found")]
+    NameNotFound,
+    #[error("DNS failed: {0}")]
+    Dns(DnsError),
+    #[error("cannot bind to uplink {iface}: {err}")]
+    BindFailed { iface: String, err: io::Error },
+    #[error("not allowed by policy")]
+    Policy,
+    #[error("no usable source")]
+    NoSource,
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+impl DialError {
+    fn from_io(e: io::Error) -> DialError {
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => DialError::Refused,
+            Some(libc::ENETUNREACH) | Some(libc::ENETDOWN) => DialError::NetUnreachable,
+            Some(libc::EHOSTUNREACH) | Some(libc::EHOSTDOWN) => DialError::HostUnreachable,
+            Some(libc::ETIMEDOUT) => DialError::Timeout,
+            _ => match e.kind() {
+                io::ErrorKind::ConnectionRefused => DialError::Refused,
+                io::ErrorKind::TimedOut => DialError::Timeout,
+                io::ErrorKind::NetworkUnreachable => DialError::NetUnreachable,
+                io::ErrorKind::HostUnreachable => DialError::HostUnreachable,
+                _ => DialError::Io(e),
+            },
+        }
+    }
+
+    /// Does this failure say something about the source (so it counts against its health and
+    /// another source is worth trying), rather than about the target?
+    pub fn source_fault(&self) -> bool {
+        match self {
+            DialError::Refused | DialError::NameNotFound | DialError::Policy => false,
+            DialError::NetUnreachable
+            | DialError::HostUnreachable
+            | DialError::Timeout
+            | DialError::Dns(_)
+            | DialError::BindFailed { .. }
+            | DialError::NoSource
+            | DialError::Io(_) => true,
+        }
+    }
+
+    /// The SOCKS5 reply code a client hears for this failure (RFC 1928 §6).
+    pub fn socks_reply(&self) -> proto::socks5::Reply {
+        use proto::socks5::Reply;
+        match self {
+            DialError::Refused => Reply::ConnectionRefused,
+            DialError::NetUnreachable | DialError::NoSource => Reply::NetworkUnreachable,
+            DialError::HostUnreachable | DialError::NameNotFound => Reply::HostUnreachable,
+            // RFC 1928 has no "timed out"; TTL expired is the closest and tells it apart.
+            DialError::Timeout => Reply::TtlExpired,
+            DialError::Policy => Reply::NotAllowed,
+            DialError::Dns(_) | DialError::BindFailed { .. } | DialError::Io(_) => Reply::GeneralFailure,
+        }
+    }
+
+    /// The HTTP status a proxy client hears for this failure.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            DialError::Timeout => 504,
+            DialError::Policy => 403,
+            DialError::NoSource => 503,
+            _ => 502,
+        }
+    }
+
+    /// How informative the error is when several attempts failed: the client hears the best.
+    pub fn rank(&self) -> u8 {
+        match self {
+            DialError::Refused => 7,
+            DialError::NameNotFound => 6,
+            DialError::Policy => 5,
+            DialError::HostUnreachable => 4,
+            DialError::Timeout => 3,
+            DialError::NetUnreachable => 2,
+            DialError::Dns(_) | DialError::BindFailed { .. } | DialError::Io(_) => 1,
+            DialError::NoSource => 0,
+        }
+    }
+}
+
+/// The byte stream of an upstream connection.
+pub enum Upstream {
+    Tcp(TcpStream),
+    Emu(lab::emulink::EmuStream),
+}
+
+/// An upstream connection that counts its bytes against its source and holds the source's
+/// open-connection count while it lives.
+pub struct Metered {
+    inner: Upstream,
+    guard: OpenGuard,
+    pub local_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    /// Time the TCP handshake took.
+    pub connect_time: Duration,
+}
+
+impl Metered {
+    pub fn source(&self) -> &Arc<Source> {
+        self.guard.source()
+    }
+
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match &self.inner {
+            Upstream::Tcp(t) => Some(t),
+            Upstream::Emu(_) => None,
+        }
+    }
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let r = match &mut this.inner {
+            Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Upstream::Emu(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.guard.source().rx.fetch_add(n as u64, Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let r = match &mut this.inner {
+            Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Upstream::Emu(s) => Pin::new(s).poll_write(cx, buf),
+        };
+        if let Poll::Ready(Ok(n)) = r {
+            this.guard.source().tx.fetch_add(n as u64, Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Upstream::Emu(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Upstream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Upstream::Emu(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Opens a connection to `target` through `source`. Domain names are resolved for that source.
+/// `allow` filters the resolved addresses (policies by address); if it removes them all, the
+/// dial fails with [`DialError::Policy`].
+pub async fn dial(
+    source: &Arc<Source>,
+    target: &Target,
+    opts: &DialOpts,
+    dns: &Resolver,
+    allow: impl Fn(IpAddr) -> bool,
+) -> Result<Metered, DialError> {
+    let ips = match &target.host {
+        Host::Ip(ip) => vec![*ip],
+        Host::Domain(name) => dns.resolve(name, source).await.map_err(|e| match e {
+            DnsError::NotFound => DialError::NameNotFound,
+            e => DialError::Dns(e),
+        })?,
+    };
+    let ips: Vec<IpAddr> = ips.into_iter().filter(|ip| allow(*ip)).collect();
+    if ips.is_empty() {
+        return Err(DialError::Policy);
+    }
+    let addrs: Vec<SocketAddr> = interleave(ips).into_iter().map(|ip| SocketAddr::new(ip, target.port)).collect();
+    let started = Instant::now();
+    let inner = tokio::time::timeout(opts.connect_timeout, happy_eyeballs(source, &addrs, opts))
+        .await
+        .map_err(|_| DialError::Timeout)??;
+    let connect_time = started.elapsed();
+    let (local_addr, peer_addr) = match &inner {
+        Upstream::Tcp(t) => (t.local_addr().map_err(DialError::Io)?, t.peer_addr().map_err(DialError::Io)?),
+        Upstream::Emu(_) => ("0.0.0.0:0".parse().expect("literal"), addrs[0]),
+    };
+    Ok(Metered { inner, guard: source.open_guard(), local_addr, peer_addr, connect_time })
+}
+
+/// RFC 8305 §4: alternate address families, IPv6 first.
+fn interleave(ips: Vec<IpAddr>) -> Vec<IpAddr> {
+    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = ips.into_iter().partition(|ip| ip.is_ipv6());
+    let mut out = Vec::with_capacity(v6.len() + v4.len());
+    let (mut a, mut b) = (v6.into_iter(), v4.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+}
+
+/// Starts an attempt per address, each `attempt_delay` after the previous one (or at once when
+/// the previous one failed), and keeps the first that connects.
+async fn happy_eyeballs(source: &Source, addrs: &[SocketAddr], opts: &DialOpts) -> Result<Upstream, DialError> {
+    let mut pending = FuturesUnordered::new();
+    let mut next = 0;
+    let mut best: Option<DialError> = None;
+    loop {
+        if next < addrs.len() && pending.is_empty() {
+            pending.push(connect_one(source, addrs[next], opts));
+            next += 1;
+        }
+        let delay = tokio::time::sleep(opts.attempt_delay);
+        tokio::select! {
+            biased;
+            Some(r) = pending.next() => match r {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    if best.as_ref().is_none_or(|b| e.rank() > b.rank()) {
+                        best = Some(e);
+                    }
+                    if pending.is_empty() && next >= addrs.len() {
+                        return Err(best.unwrap_or(DialError::HostUnreachable));
+                    }
+                }
+            },
+            _ = delay, if next < addrs.len() => {
+                pending.push(connect_one(source, addrs[next], opts));
+                next += 1;
+            }
+        }
+    }
+}
+
+async fn connect_one(source: &Source, addr: SocketAddr, opts: &DialOpts) -> Result<Upstream, DialError> {
+    match &source.kind {
+        SourceKind::Iface { name } => {
+            let sock = bound_socket(name, addr)?;
+            let stream = sock.connect(addr).await.map_err(DialError::from_io)?;
+            stream.set_nodelay(true).map_err(DialError::Io)?;
+            if let Some(lowat) = opts.notsent_lowat {
+                sys::set_notsent_lowat(&stream, lowat).map_err(DialError::Io)?;
+            }
+            Ok(Upstream::Tcp(stream))
+        }
+        SourceKind::Emulated(link) => link.connect(addr).await.map(Upstream::Emu).map_err(DialError::from_io),
+    }
+}
+
+/// A TCP socket bound to `iface`. Where `SO_BINDTODEVICE` is not permitted (no CAP_NET_RAW on
+/// an old kernel), it binds to the interface's source address instead and warns once: that
+/// only works with source policy routing. Any other failure is an error, never a silent
+/// fallback to the default route.
+fn bound_socket(iface: &str, addr: SocketAddr) -> Result<tokio::net::TcpSocket, DialError> {
+    let bind_err = |err: io::Error| DialError::BindFailed { iface: iface.to_string(), err };
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(DialError::Io)?;
+    sock.set_nonblocking(true).map_err(DialError::Io)?;
+    match sys::bind_device(&sock, iface) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            let ip = source_address(iface, addr.is_ipv4()).ok_or_else(|| {
+                bind_err(io::Error::new(io::ErrorKind::AddrNotAvailable, "SO_BINDTODEVICE not permitted and the interface has no address"))
+            })?;
+            static WARN: Once = Once::new();
+            WARN.call_once(|| {
+                tracing::warn!(
+                    "SO_BINDTODEVICE is not permitted here (needs CAP_NET_RAW): binding uplink sockets to their \
+                     source address instead. This only steers traffic if source policy routing is set up \
+                     (ip rule add from <addr> table <n>); see docs/config.md"
+                )
+            });
+            let _ = sys::set_bind_address_no_port(&sock);
+            sock.bind(&SocketAddr::new(ip, 0).into()).map_err(bind_err)?;
+        }
+        Err(e) => return Err(bind_err(e)),
+    }
+    let std: std::net::TcpStream = sock.into();
+    Ok(tokio::net::TcpSocket::from_std_stream(std))
+}
+
+fn source_address(iface: &str, v4: bool) -> Option<IpAddr> {
+    sys::interfaces()
+        .ok()?
+        .into_iter()
+        .find(|i| i.name == iface)?
+        .addrs
+        .into_iter()
+        .find(|a| a.is_ipv4() == v4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaves_v6_first() {
+        let ips: Vec<IpAddr> = ["1.1.1.1", "2.2.2.2", "::1", "::2", "::3"].iter().map(|s| s.parse().unwrap()).collect();
+        let got: Vec<String> = interleave(ips).iter().map(|i| i.to_string()).collect();
+        assert_eq!(got, ["::1", "1.1.1.1", "::2", "2.2.2.2", "::3"]);
+    }
+
+    #[test]
+    fn io_errors_classify() {
+        let e = |c| DialError::from_io(io::Error::from_raw_os_error(c));
+        assert!(matches!(e(libc::ECONNREFUSED), DialError::Refused));
+        assert!(matches!(e(libc::ENETUNREACH), DialError::NetUnreachable));
+        assert!(matches!(e(libc::EHOSTUNREACH), DialError::HostUnreachable));
+        assert!(matches!(e(libc::ETIMEDOUT), DialError::Timeout));
+        assert!(!DialError::Refused.source_fault());
+        assert!(DialError::Timeout.source_fault());
+    }
+}

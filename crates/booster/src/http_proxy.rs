@@ -1,0 +1,275 @@
+//! An HTTP proxy session: `CONNECT host:port` tunnels, and absolute-form requests
+//! (`GET http://host/path`) forwarded in origin form with keep-alive on both sides.
+//!
+//! Bodies are forwarded byte for byte; [`proto::http::BodyTracker`] only finds where each one
+//! ends, so chunked bodies are never re-encoded. Errors get one precise status and the
+//! connection is closed.
+
+use crate::{
+    balancer,
+    dial::{DialError, Metered},
+    pipe::pipe,
+    proxy::{read_message, secret_eq, Ctx, ReadError},
+    socks::SessionError,
+    target::Target,
+};
+use base64::Engine;
+use proto::http::{self, BodyFraming, BodyTracker, Header, ProxyTarget, RequestHead, ResponseHead};
+use std::{net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Read size for bodies.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// Response headers that describe the hop, not the message.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer", "upgrade"];
+
+struct Upstream {
+    host: String,
+    port: u16,
+    conn: Metered,
+}
+
+pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<(), SessionError> {
+    let node = &ctx.node;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut upstream: Option<Upstream> = None;
+    let mut first = true;
+    loop {
+        let wait = if first { node.config.handshake_timeout } else { node.config.idle_timeout };
+        let deadline = tokio::time::Instant::now() + wait;
+        let head = match read_message(&mut client, &mut buf, http::MAX_HEAD, deadline, |b| RequestHead::decode(b, http::MAX_HEAD)).await {
+            Ok(h) => h,
+            Err(ReadError::Closed) | Err(ReadError::Timeout) if !first && buf.is_empty() => return Ok(()),
+            Err(ReadError::Timeout) => return respond(&mut client, 408, &[], "timed out waiting for the request").await,
+            Err(ReadError::TooLarge) => return respond(&mut client, 431, &[], "request head too large").await,
+            Err(ReadError::Malformed(e)) => {
+                tracing::info!(client = %peer, error = %e, "bad HTTP request");
+                return respond(&mut client, e.status(), &[], &e.to_string()).await;
+            }
+            Err(ReadError::Closed) => return Ok(()),
+            Err(ReadError::Io(e)) => return Err(e.into()),
+        };
+        first = false;
+
+        if let Some(creds) = &node.config.auth {
+            if !authorized(&head, &creds.username, creds.password.expose()) {
+                tracing::info!(client = %peer, "HTTP proxy authentication failed");
+                return respond(&mut client, 407, &[("Proxy-Authenticate", "Basic realm=\"booster\"")], "proxy authentication required").await;
+            }
+        }
+        let target = match head.proxy_target() {
+            Ok(t) => t,
+            Err(e) => return respond(&mut client, e.status(), &[], &e.to_string()).await,
+        };
+        match &target {
+            ProxyTarget::Connect { host, port } => {
+                let t = Target::new(host, *port);
+                let mut up = match balancer::connect(node, &t, ctx.scorer.as_ref()).await {
+                    Ok(u) => u,
+                    Err(e) => return dial_failed(&mut client, peer, &t, e).await,
+                };
+                client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
+                let early = std::mem::take(&mut buf);
+                let source = up.source().name.clone();
+                match pipe(&mut client, &mut up, early, node.config.idle_timeout).await {
+                    Ok(m) => tracing::debug!(client = %peer, target = %t, %source, up = m.up, down = m.down, "CONNECT tunnel closed"),
+                    Err(e) => tracing::debug!(client = %peer, target = %t, %source, error = %e, "CONNECT tunnel ended with an error"),
+                }
+                return Ok(());
+            }
+            ProxyTarget::Absolute { host, port, .. } => {
+                let framing = match head.body_framing() {
+                    Ok(f) => f,
+                    Err(e) => return respond(&mut client, e.status(), &[], &e.to_string()).await,
+                };
+                if upstream.as_ref().is_some_and(|u| u.host != *host || u.port != *port) {
+                    upstream = None;
+                }
+                let t = Target::new(host, *port);
+                let origin = head.to_origin_form(&target);
+                let mut reused = upstream.is_some();
+                // A reused upstream may have been closed by the server meanwhile; a request
+                // without a body is then safely sent again on a fresh connection, once.
+                let (resp, mut rbuf) = loop {
+                    if upstream.is_none() {
+                        match balancer::connect(node, &t, ctx.scorer.as_ref()).await {
+                            Ok(conn) => upstream = Some(Upstream { host: host.clone(), port: *port, conn }),
+                            Err(e) => return dial_failed(&mut client, peer, &t, e).await,
+                        }
+                    }
+                    let up = &mut upstream.as_mut().expect("connected above").conn;
+                    match exchange(&mut client, &mut buf, up, &origin, framing, node.config.idle_timeout).await {
+                        Ok(r) => break r,
+                        Err(Exchange::UpstreamClosed) if reused && framing == BodyFraming::None => {
+                            upstream = None;
+                            reused = false;
+                        }
+                        Err(Exchange::UpstreamClosed) => {
+                            return respond(&mut client, 502, &[], "the server closed the connection without a response").await;
+                        }
+                        Err(Exchange::Upstream(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            return respond(&mut client, 504, &[], "the server did not answer in time").await;
+                        }
+                        Err(Exchange::Upstream(e)) => return respond(&mut client, 502, &[], &format!("reading the response failed: {e}")).await,
+                        Err(Exchange::BadResponse(e)) => return respond(&mut client, 502, &[], &format!("bad response from the server: {e}")).await,
+                        Err(Exchange::Client(e)) => return Err(e.into()),
+                    }
+                };
+                let up = &mut upstream.as_mut().expect("connected above").conn;
+                if resp.status == 101 {
+                    // Protocol switch (e.g. WebSocket): from here on it is a plain tunnel.
+                    write_head(&mut client, &resp, None).await?;
+                    client.write_all(&rbuf).await?;
+                    let early = std::mem::take(&mut buf);
+                    let _ = pipe(&mut client, up, early, node.config.idle_timeout).await;
+                    return Ok(());
+                }
+                let rframing = match resp.body_framing(&head.method) {
+                    Ok(f) => f,
+                    Err(e) => return respond(&mut client, 502, &[], &format!("bad response from the server: {e}")).await,
+                };
+                let client_keep = head.keep_alive() && rframing != BodyFraming::UntilClose;
+                write_head(&mut client, &resp, Some(client_keep)).await?;
+                forward_body(up, &mut rbuf, &mut client, rframing, node.config.idle_timeout).await?;
+                let upstream_keep = resp.keep_alive() && rframing != BodyFraming::UntilClose && rbuf.is_empty();
+                tracing::debug!(client = %peer, target = %t, method = %head.method, status = resp.status, source = %up.source().name, "HTTP request done");
+                if !upstream_keep {
+                    upstream = None;
+                }
+                if !client_keep {
+                    let _ = client.shutdown().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+enum Exchange {
+    UpstreamClosed,
+    Upstream(std::io::Error),
+    BadResponse(http::HttpError),
+    Client(std::io::Error),
+}
+
+/// Sends the request (head and body) and reads the final response head, passing 1xx interim
+/// responses on to the client. Returns the head and bytes already read after it.
+async fn exchange(
+    client: &mut TcpStream,
+    cbuf: &mut Vec<u8>,
+    up: &mut Metered,
+    origin: &RequestHead,
+    framing: BodyFraming,
+    idle: Duration,
+) -> Result<(ResponseHead, Vec<u8>), Exchange> {
+    let mut out = Vec::with_capacity(512);
+    origin.encode(&mut out);
+    up.write_all(&out).await.map_err(|_| Exchange::UpstreamClosed)?;
+    if framing != BodyFraming::None {
+        forward_body(client, cbuf, up, framing, idle).await.map_err(Exchange::Client)?;
+    }
+    let mut rbuf = Vec::with_capacity(4096);
+    loop {
+        let deadline = tokio::time::Instant::now() + idle;
+        let resp = match read_message(up, &mut rbuf, http::MAX_HEAD, deadline, |b| ResponseHead::decode(b, http::MAX_HEAD)).await {
+            Ok(r) => r,
+            Err(ReadError::Closed) => return Err(Exchange::UpstreamClosed),
+            Err(ReadError::Malformed(e)) => return Err(Exchange::BadResponse(e)),
+            Err(ReadError::TooLarge) => return Err(Exchange::BadResponse(http::HttpError::TooLarge)),
+            Err(ReadError::Timeout) => return Err(Exchange::Upstream(std::io::ErrorKind::TimedOut.into())),
+            Err(ReadError::Io(e)) => return Err(Exchange::Upstream(e)),
+        };
+        if (100..200).contains(&resp.status) && resp.status != 101 {
+            write_head(client, &resp, None).await.map_err(Exchange::Client)?;
+            continue;
+        }
+        return Ok((resp, rbuf));
+    }
+}
+
+/// Copies one body from `src` to `dst`: first what `pending` already holds, then reads, until
+/// the tracker says the body ended. Bytes past the end stay in `pending`.
+async fn forward_body<R, W>(src: &mut R, pending: &mut Vec<u8>, dst: &mut W, framing: BodyFraming, idle: Duration) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let bad = |e: http::HttpError| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+    let tracker = &mut BodyTracker::new(framing);
+    let mut chunk = Vec::new();
+    loop {
+        if !pending.is_empty() {
+            let n = tracker.feed(pending).map_err(bad)?;
+            dst.write_all(&pending[..n]).await?;
+            pending.drain(..n);
+        }
+        if tracker.is_done() {
+            return dst.flush().await;
+        }
+        if chunk.is_empty() {
+            chunk = vec![0; BODY_CHUNK];
+        }
+        let n = tokio::time::timeout(idle, src.read(&mut chunk))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        if n == 0 {
+            if framing == BodyFraming::UntilClose {
+                return dst.flush().await;
+            }
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        // Fast path: feed straight from the read buffer.
+        let used = tracker.feed(&chunk[..n]).map_err(bad)?;
+        dst.write_all(&chunk[..used]).await?;
+        pending.extend_from_slice(&chunk[used..n]);
+    }
+}
+
+/// Writes a response head with hop-by-hop headers replaced by our own `Connection` header.
+async fn write_head<W: AsyncWrite + Unpin>(dst: &mut W, resp: &ResponseHead, keep_alive: Option<bool>) -> std::io::Result<()> {
+    let mut head = resp.clone();
+    if resp.status != 101 {
+        head.headers.retain(|h| !HOP_BY_HOP.contains(&h.name.to_ascii_lowercase().as_str()));
+        if let Some(keep) = keep_alive {
+            head.headers.push(Header { name: "Connection".into(), value: if keep { b"keep-alive".to_vec() } else { b"close".to_vec() } });
+        }
+    }
+    let mut out = Vec::with_capacity(512);
+    head.encode(&mut out);
+    dst.write_all(&out).await
+}
+
+fn authorized(head: &RequestHead, user: &str, pass: &str) -> bool {
+    let Some(value) = head.header("proxy-authorization") else { return false };
+    let Ok(value) = std::str::from_utf8(value) else { return false };
+    let Some((scheme, token)) = value.trim().split_once(' ') else { return false };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else { return false };
+    let Some(colon) = decoded.iter().position(|b| *b == b':') else { return false };
+    secret_eq(&decoded[..colon], user.as_bytes()) & secret_eq(&decoded[colon + 1..], pass.as_bytes())
+}
+
+async fn dial_failed(client: &mut TcpStream, peer: SocketAddr, target: &Target, e: DialError) -> Result<(), SessionError> {
+    tracing::info!(client = %peer, %target, error = %e, "HTTP proxy connect failed");
+    respond(client, e.http_status(), &[], &format!("booster could not reach {target}: {e}")).await
+}
+
+/// Sends a small plain-text response and closes the connection.
+async fn respond(client: &mut TcpStream, status: u16, headers: &[(&str, &str)], text: &str) -> Result<(), SessionError> {
+    let body = format!("{text}\n");
+    let mut out = format!("HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n", http::reason_phrase(status), body.len());
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    client.write_all(out.as_bytes()).await?;
+    let _ = client.shutdown().await;
+    Ok(())
+}

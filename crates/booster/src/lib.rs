@@ -1,0 +1,34 @@
+//! booster: joins several uplinks (local interfaces, later peers' uplinks) into one fast
+//! connection, behind one SOCKS5 + HTTP proxy port.
+//!
+//! Reading order (see `docs/internals.md` for the glossary and data flow):
+//! 1. [`config`] and [`units`]: what the user asks for, parsed then validated.
+//! 2. [`state`] and [`source`]: the node's one live state, and each source's counters.
+//! 3. [`proxy`], then [`socks`], [`http_proxy`] and [`udp`]: client sessions.
+//! 4. [`balancer`]: which source gets a new connection, and retry on failure.
+//! 5. [`dial`] (with [`dns`] and [`sys`]): the only place that opens outbound sockets.
+//! 6. [`pipe`]: the data path.
+//! 7. [`discovery`], [`store`], [`api`], [`run`]: uplinks at runtime, persistence, control.
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod balancer;
+pub mod client;
+pub mod cmd;
+pub mod config;
+pub mod dial;
+pub mod discovery;
+pub mod dns;
+pub mod http_proxy;
+pub mod pipe;
+pub mod policy;
+pub mod proxy;
+pub mod run;
+pub mod socks;
+pub mod source;
+pub mod state;
+pub mod store;
+pub mod sys;
+pub mod target;
+pub mod udp;
+pub mod units;

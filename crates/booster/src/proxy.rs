@@ -1,0 +1,162 @@
+//! The proxy listener: one port for SOCKS5 and HTTP, told apart by the first byte. Bounded by
+//! `max_connections`; every connection task is owned by a [`TaskTracker`] and stops on the
+//! node's cancellation token.
+
+use crate::{balancer::Scorer, http_proxy, socks, state::Node};
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// What every session needs: the node, the scoring policy and the token that ends it.
+#[derive(Clone)]
+pub struct Ctx {
+    pub node: Arc<Node>,
+    pub scorer: Arc<dyn Scorer>,
+    /// Cancelled when open connections must stop (after the drain timeout).
+    pub kill: CancellationToken,
+}
+
+/// Accepts until `stop` is cancelled. Connection tasks go to `tracker`.
+pub async fn serve(listener: TcpListener, ctx: Ctx, stop: CancellationToken, tracker: TaskTracker) {
+    let limit = Arc::new(Semaphore::new(ctx.node.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    // At the limit: refuse this one cleanly (close) and keep serving the rest.
+                    let refused = ctx.node.clients_refused.fetch_add(1, Relaxed);
+                    if refused.is_power_of_two() {
+                        tracing::warn!(max = ctx.node.config.max_connections, refused = refused + 1, "connection limit reached; refusing new connections");
+                    }
+                    drop(stream);
+                    continue;
+                };
+                let ctx = ctx.clone();
+                tracker.spawn(async move {
+                    ctx.node.clients_open.fetch_add(1, Relaxed);
+                    ctx.node.clients_total.fetch_add(1, Relaxed);
+                    handle(stream, peer, &ctx).await;
+                    ctx.node.clients_open.fetch_sub(1, Relaxed);
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning or dying.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
+    let _ = stream.set_nodelay(true);
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        _ = ctx.kill.cancelled() => return,
+        r = tokio::time::timeout(ctx.node.config.handshake_timeout, stream.peek(&mut first)) => r,
+    };
+    match peeked {
+        Ok(Ok(1)) => {}
+        Ok(Ok(_)) | Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::debug!(client = %peer, "handshake timed out before the first byte");
+            return;
+        }
+    }
+    let result = match first[0] {
+        proto::socks5::VERSION => socks::serve(stream, peer, ctx).await,
+        b'A'..=b'Z' => http_proxy::serve(stream, peer, ctx).await,
+        0x04 => {
+            // SOCKS4: answer "request rejected" in its own format so the client says why.
+            use tokio::io::AsyncWriteExt;
+            let mut s = stream;
+            let _ = s.write_all(&[0x00, 0x5b, 0, 0, 0, 0, 0, 0]).await;
+            tracing::info!(client = %peer, "SOCKS4 is not supported; use SOCKS5");
+            Ok(())
+        }
+        other => {
+            tracing::info!(client = %peer, first_byte = other, "neither SOCKS5 nor HTTP; closing");
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::info!(client = %peer, error = %e, "session failed");
+    }
+}
+
+/// Reads from `stream` into `buf` until `decode` yields a message, within `deadline`.
+/// `max` bounds `buf` so a client cannot make a handshake use unbounded memory.
+pub async fn read_message<T, E>(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: tokio::time::Instant,
+    decode: impl Fn(&[u8]) -> Result<Option<(T, usize)>, E>,
+) -> Result<T, ReadError<E>> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        match decode(buf) {
+            Ok(Some((msg, used))) => {
+                buf.drain(..used);
+                return Ok(msg);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ReadError::Malformed(e)),
+        }
+        if buf.len() >= max {
+            return Err(ReadError::TooLarge);
+        }
+        let start = buf.len();
+        buf.resize(max, 0);
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf[start..])).await {
+            Err(_) => {
+                buf.truncate(start);
+                return Err(ReadError::Timeout);
+            }
+            Ok(Err(e)) => {
+                buf.truncate(start);
+                return Err(ReadError::Io(e));
+            }
+            Ok(Ok(n)) => n,
+        };
+        buf.truncate(start + n);
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError<E> {
+    #[error("malformed: {0}")]
+    Malformed(E),
+    #[error("message too large")]
+    TooLarge,
+    #[error("timed out")]
+    Timeout,
+    #[error("closed by the client")]
+    Closed,
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn secret_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}

@@ -1,0 +1,139 @@
+//! Running a node: bind the listeners, start the tasks (proxy, API, uplink discovery, the
+//! estimator tick, the usage flusher), and shut down in order: stop accepting, drain open
+//! connections up to `drain_timeout`, then flush usage.
+//!
+//! Used by `booster start`, by `booster demo` and by the integration tests (with port 0).
+
+use crate::{
+    api,
+    balancer::{ExpectedCompletion, Scorer},
+    config::Config,
+    discovery,
+    proxy::{self, Ctx},
+    source::Source,
+    state::{Node, TICK},
+    store::{Store, FLUSH_EVERY},
+};
+use std::{net::SocketAddr, sync::Arc};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {err}")]
+    Listen { addr: SocketAddr, what: &'static str, err: std::io::Error },
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Extra things a caller can hand the node besides its config.
+#[derive(Default)]
+pub struct Extras {
+    /// Sources that are not local interfaces (emulated uplinks for the demo and tests).
+    pub sources: Vec<Source>,
+    /// Keep usage in memory only (no data dir).
+    pub no_store: bool,
+}
+
+/// A running node.
+pub struct Running {
+    pub node: Arc<Node>,
+    pub proxy_addr: SocketAddr,
+    pub api_addr: Option<SocketAddr>,
+    stop: CancellationToken,
+    kill: CancellationToken,
+    conns: TaskTracker,
+    services: TaskTracker,
+}
+
+pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError> {
+    let store = if extras.no_store { None } else { Some(Store::open(&config.data_dir)?) };
+    let proxy_listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|err| StartError::Listen { addr: config.listen, what: "proxy", err })?;
+    let api_listener = match config.api {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr, what: "API", err })?),
+        None => None,
+    };
+    let node = Arc::new(Node::new(config, store).map_err(StartError::Config)?);
+    for s in extras.sources {
+        node.add_source(s);
+    }
+    // Know the uplinks before the first client arrives.
+    discovery::refresh(&node).await;
+
+    let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let conns = TaskTracker::new();
+    let services = TaskTracker::new();
+    let proxy_addr = proxy_listener.local_addr().expect("bound socket has an address");
+    let api_addr = api_listener.as_ref().map(|l| l.local_addr().expect("bound socket has an address"));
+
+    let ctx = Ctx { node: node.clone(), scorer: Arc::new(ExpectedCompletion::default()) as Arc<dyn Scorer>, kill: kill.clone() };
+    services.spawn(proxy::serve(proxy_listener, ctx, stop.clone(), conns.clone()));
+    if let Some(l) = api_listener {
+        let router = api::router(node.clone());
+        let stop = stop.clone();
+        services.spawn(async move {
+            let _ = axum::serve(l, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+        });
+    }
+    services.spawn(discovery::run(node.clone(), stop.clone()));
+    {
+        let node = node.clone();
+        let stop = stop.clone();
+        services.spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    t = tick.tick() => node.tick(t.into_std()),
+                }
+            }
+        });
+    }
+    if node.store.is_some() {
+        let node = node.clone();
+        let stop = stop.clone();
+        services.spawn(async move {
+            let mut every = tokio::time::interval(FLUSH_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => flush(&node).await,
+                }
+            }
+        });
+    }
+    tracing::info!(proxy = %proxy_addr, api = ?api_addr, sources = ?node.sources().iter().map(|s| s.name.clone()).collect::<Vec<_>>(), "booster node running (SOCKS5 and HTTP on the proxy port)");
+    Ok(Running { node, proxy_addr, api_addr, stop, kill, conns, services })
+}
+
+async fn flush(node: &Arc<Node>) {
+    let n = node.clone();
+    let r = tokio::task::spawn_blocking(move || n.store.as_ref().map(|s| s.flush(&n.sources())).transpose()).await;
+    match r {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot save usage"),
+        Err(e) => tracing::warn!(error = %e, "usage flush task failed"),
+    }
+}
+
+impl Running {
+    /// Stops accepting, lets open connections finish for up to `drain_timeout`, closes the
+    /// rest, and saves usage. Returns how many connections had to be cut.
+    pub async fn shutdown(self) -> usize {
+        self.stop.cancel();
+        self.conns.close();
+        self.services.close();
+        let drained = tokio::time::timeout(self.node.config.drain_timeout, self.conns.wait()).await.is_ok();
+        let cut = if drained { 0 } else { self.conns.len() };
+        self.kill.cancel();
+        self.conns.wait().await;
+        self.services.wait().await;
+        flush(&self.node).await;
+        cut
+    }
+}

@@ -1,0 +1,114 @@
+//! A SOCKS5 session (RFC 1928): method negotiation, username/password auth (RFC 1929) when
+//! configured, then CONNECT or UDP ASSOCIATE. BIND is answered "command not supported".
+//!
+//! Every failure after the request is read gets exactly one reply with the precise code.
+
+use crate::{
+    balancer,
+    pipe::pipe,
+    proxy::{read_message, secret_eq, Ctx, ReadError},
+    target::Target,
+    udp,
+};
+use proto::socks5::{self, Address, Command, Greeting, Reply, Request, UserPass};
+use std::net::SocketAddr;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+/// Greeting plus request fit in far less; anything longer is not SOCKS5.
+const MAX_HANDSHAKE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("authentication failed for user {0:?}")]
+    AuthFailed(String),
+    #[error("client offered no acceptable auth method")]
+    NoMethod,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn handshake_err<E: std::fmt::Display>(e: ReadError<E>) -> SessionError {
+    SessionError::Handshake(e.to_string())
+}
+
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<(), SessionError> {
+    let node = &ctx.node;
+    let deadline = tokio::time::Instant::now() + node.config.handshake_timeout;
+    let mut buf = Vec::with_capacity(64);
+    let mut out = Vec::with_capacity(32);
+
+    let greeting = read_message(&mut stream, &mut buf, MAX_HANDSHAKE, deadline, Greeting::decode).await.map_err(handshake_err)?;
+    let wanted = if node.config.auth.is_some() { socks5::METHOD_USER_PASS } else { socks5::METHOD_NO_AUTH };
+    let method = if greeting.methods.contains(&wanted) { wanted } else { socks5::METHOD_NO_ACCEPTABLE };
+    socks5::encode_method_selection(method, &mut out);
+    stream.write_all(&out).await?;
+    if method == socks5::METHOD_NO_ACCEPTABLE {
+        return Err(SessionError::NoMethod);
+    }
+    if let Some(creds) = &node.config.auth {
+        let up = read_message(&mut stream, &mut buf, MAX_HANDSHAKE, deadline, UserPass::decode).await.map_err(handshake_err)?;
+        let ok = secret_eq(&up.username, creds.username.as_bytes()) & secret_eq(&up.password, creds.password.expose().as_bytes());
+        out.clear();
+        socks5::encode_auth_status(ok, &mut out);
+        stream.write_all(&out).await?;
+        if !ok {
+            return Err(SessionError::AuthFailed(String::from_utf8_lossy(&up.username).into_owned()));
+        }
+    }
+
+    let unspecified = Address::Ip(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let request = match read_message(&mut stream, &mut buf, MAX_HANDSHAKE, deadline, Request::decode).await {
+        Ok(r) => r,
+        Err(ReadError::Malformed(e)) => {
+            reply(&mut stream, e.reply(), &unspecified).await?;
+            return Err(SessionError::Handshake(e.to_string()));
+        }
+        Err(e) => return Err(handshake_err(e)),
+    };
+
+    match request.command {
+        Command::Bind => {
+            reply(&mut stream, Reply::CommandNotSupported, &unspecified).await?;
+            tracing::info!(client = %peer, "SOCKS5 BIND is not supported");
+            Ok(())
+        }
+        Command::UdpAssociate => udp::associate(stream, peer, request.addr, ctx).await,
+        Command::Connect => {
+            let target = Target::from(&request.addr);
+            let connected = tokio::select! {
+                _ = ctx.kill.cancelled() => return Ok(()),
+                r = balancer::connect(node, &target, ctx.scorer.as_ref()) => r,
+            };
+            let mut upstream = match connected {
+                Ok(u) => u,
+                Err(e) => {
+                    reply(&mut stream, e.socks_reply(), &unspecified).await?;
+                    tracing::info!(client = %peer, %target, error = %e, "CONNECT failed");
+                    return Ok(());
+                }
+            };
+            reply(&mut stream, Reply::Succeeded, &Address::Ip(upstream.local_addr)).await?;
+            let source = upstream.source().name.clone();
+            let started = std::time::Instant::now();
+            // Bytes the client sent right after its request (optimistic data) go first.
+            let early = std::mem::take(&mut buf);
+            let moved = tokio::select! {
+                _ = ctx.kill.cancelled() => return Ok(()),
+                r = pipe(&mut stream, &mut upstream, early, node.config.idle_timeout) => r,
+            };
+            match moved {
+                Ok(m) => tracing::debug!(client = %peer, %target, %source, up = m.up, down = m.down, secs = started.elapsed().as_secs_f64(), "SOCKS5 connection closed"),
+                Err(e) => tracing::debug!(client = %peer, %target, %source, error = %e, "SOCKS5 connection ended with an error"),
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn reply(stream: &mut TcpStream, code: Reply, bound: &Address) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(32);
+    socks5::encode_reply(code, bound, &mut out);
+    stream.write_all(&out).await
+}

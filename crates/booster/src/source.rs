@@ -1,0 +1,400 @@
+//! Sources: anything the balancer can send a connection through. Today a local uplink (an
+//! interface) or an emulated uplink (the demo and tests); peers' uplinks join them later.
+//!
+//! A source owns its live counters. They are atomics updated by the data path and read by the
+//! balancer, the API and the usage store: one copy of the truth.
+
+use crate::config::Tier;
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+/// How a source reaches the network.
+#[derive(Clone)]
+pub enum SourceKind {
+    /// A local interface; every socket is bound to it with `SO_BINDTODEVICE`.
+    Iface { name: String },
+    /// An in-process emulated uplink over loopback (no root needed).
+    Emulated(lab::emulink::EmuLink),
+}
+
+impl std::fmt::Debug for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceKind::Iface { name } => write!(f, "iface {name}"),
+            SourceKind::Emulated(l) => write!(f, "emulated {}", l.name()),
+        }
+    }
+}
+
+/// Health as the balancer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Probes or recent connections succeeded.
+    Up,
+    /// Nothing known yet (no probe target, no traffic).
+    Unknown,
+    /// Recent connects failed; retried after a backoff.
+    Degraded,
+    /// Interface down, gone, or without an address.
+    Down,
+}
+
+#[derive(Debug)]
+struct Dynamics {
+    health: Health,
+    consecutive_failures: u32,
+    retry_at: Option<Instant>,
+    /// Smoothed connect RTT.
+    rtt: Option<Duration>,
+    last_tick: Instant,
+    last_rx: u64,
+    last_tx: u64,
+    /// Smoothed throughput, bytes per second.
+    rate_rx: f64,
+    rate_tx: f64,
+    /// Estimated capacity, bytes per second (the larger direction).
+    capacity: f64,
+    capacity_known: bool,
+}
+
+/// A source and its live state.
+#[derive(Debug)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+    pub tier: Tier,
+    /// Monthly data cap in bytes.
+    pub cap: Option<u64>,
+    /// Bytes received from the network through this source since the node started.
+    pub rx: AtomicU64,
+    /// Bytes sent to the network through this source since the node started.
+    pub tx: AtomicU64,
+    /// Open connections through this source.
+    pub open: AtomicU64,
+    /// Connections being dialled through this source right now (chosen, not yet open). Counted
+    /// so that a burst of simultaneous connections spreads instead of all picking the same idle
+    /// source.
+    pub connecting: AtomicU64,
+    pub conns_total: AtomicU64,
+    pub connect_failures: AtomicU64,
+    /// Bytes used this month before this process counted anything (from the store).
+    pub month_base: AtomicU64,
+    /// `rx + tx` at the moment `month_base` was taken.
+    pub month_mark: AtomicU64,
+    /// The source is listed but must not get new work (interface vanished, node draining).
+    pub retired: AtomicBool,
+    dynamics: Mutex<Dynamics>,
+}
+
+/// Capacity assumed for a source nobody told us about, until traffic measures it.
+pub const DEFAULT_CAPACITY: f64 = 10e6 / 8.0;
+/// How long a degraded source waits before it is tried again; doubles per failure up to the max.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Consecutive connect failures after which a source counts as degraded.
+const FAILURES_TO_DEGRADE: u32 = 2;
+
+/// A consistent snapshot for scoring and display.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceView {
+    pub name: String,
+    pub kind: String,
+    pub tier: Tier,
+    pub health: Health,
+    pub open: u64,
+    pub conns_total: u64,
+    pub connect_failures: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rate_rx: f64,
+    pub rate_tx: f64,
+    pub capacity: f64,
+    pub capacity_known: bool,
+    pub rtt_ms: Option<f64>,
+    pub month_bytes: u64,
+    pub cap_bytes: Option<u64>,
+    pub over_cap: bool,
+}
+
+impl Source {
+    pub fn new(name: String, kind: SourceKind, tier: Tier, cap: Option<u64>, capacity: Option<f64>) -> Source {
+        Source {
+            name,
+            kind,
+            tier,
+            cap,
+            rx: AtomicU64::new(0),
+            tx: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            connecting: AtomicU64::new(0),
+            conns_total: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            month_base: AtomicU64::new(0),
+            month_mark: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            dynamics: Mutex::new(Dynamics {
+                health: Health::Unknown,
+                consecutive_failures: 0,
+                retry_at: None,
+                rtt: None,
+                last_tick: Instant::now(),
+                last_rx: 0,
+                last_tx: 0,
+                rate_rx: 0.0,
+                rate_tx: 0.0,
+                capacity: capacity.unwrap_or(DEFAULT_CAPACITY),
+                capacity_known: capacity.is_some(),
+            }),
+        }
+    }
+
+    fn dyn_lock(&self) -> std::sync::MutexGuard<'_, Dynamics> {
+        self.dynamics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes used this calendar month, including what the store already held.
+    pub fn month_bytes(&self) -> u64 {
+        let now = self.rx.load(Relaxed) + self.tx.load(Relaxed);
+        self.month_base.load(Relaxed) + now.saturating_sub(self.month_mark.load(Relaxed))
+    }
+
+    pub fn over_cap(&self) -> bool {
+        self.cap.is_some_and(|cap| self.month_bytes() >= cap)
+    }
+
+    pub fn health(&self) -> Health {
+        self.dyn_lock().health
+    }
+
+    /// May the balancer give it new work right now?
+    pub fn usable(&self, now: Instant) -> bool {
+        if self.retired.load(Relaxed) {
+            return false;
+        }
+        let d = self.dyn_lock();
+        match d.health {
+            Health::Up | Health::Unknown => true,
+            Health::Degraded => d.retry_at.is_none_or(|t| now >= t),
+            Health::Down => false,
+        }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        let mut d = self.dyn_lock();
+        if down {
+            d.health = Health::Down;
+        } else if d.health == Health::Down {
+            d.health = Health::Unknown;
+            d.consecutive_failures = 0;
+            d.retry_at = None;
+        }
+    }
+
+    /// A connect or probe through this source succeeded after `rtt`.
+    pub fn record_success(&self, rtt: Option<Duration>) {
+        let mut d = self.dyn_lock();
+        if d.health != Health::Down {
+            d.health = Health::Up;
+        }
+        d.consecutive_failures = 0;
+        d.retry_at = None;
+        if let Some(rtt) = rtt {
+            d.rtt = Some(match d.rtt {
+                // EWMA with weight 1/8, as TCP's SRTT.
+                Some(old) => (old * 7 + rtt) / 8,
+                None => rtt,
+            });
+        }
+    }
+
+    /// A connect or probe failed for a reason that is the source's fault (not the target's).
+    pub fn record_failure(&self, now: Instant) {
+        self.connect_failures.fetch_add(1, Relaxed);
+        let mut d = self.dyn_lock();
+        d.consecutive_failures += 1;
+        if d.consecutive_failures >= FAILURES_TO_DEGRADE && d.health != Health::Down {
+            d.health = Health::Degraded;
+            let exp = (d.consecutive_failures - FAILURES_TO_DEGRADE).min(5);
+            d.retry_at = Some(now + (BACKOFF_BASE * 2u32.pow(exp)).min(BACKOFF_MAX));
+        }
+    }
+
+    /// Seeds the capacity estimate from history (only if nothing better is known).
+    pub fn seed_capacity(&self, bytes_per_sec: f64) {
+        let mut d = self.dyn_lock();
+        if !d.capacity_known && bytes_per_sec.is_finite() && bytes_per_sec > 0.0 {
+            d.capacity = bytes_per_sec;
+            d.capacity_known = true;
+        }
+    }
+
+    /// Called every [`crate::state::TICK`]: updates throughput and capacity from the counters.
+    pub fn tick(&self, now: Instant) {
+        let rx = self.rx.load(Relaxed);
+        let tx = self.tx.load(Relaxed);
+        let open = self.open.load(Relaxed);
+        let mut d = self.dyn_lock();
+        let dt = now.saturating_duration_since(d.last_tick).as_secs_f64();
+        if dt <= 0.0 {
+            return;
+        }
+        let inst_rx = (rx.saturating_sub(d.last_rx)) as f64 / dt;
+        let inst_tx = (tx.saturating_sub(d.last_tx)) as f64 / dt;
+        d.last_tick = now;
+        d.last_rx = rx;
+        d.last_tx = tx;
+        // Smooth over about one second.
+        let a = (dt / 1.0).min(1.0);
+        d.rate_rx += a * (inst_rx - d.rate_rx);
+        d.rate_tx += a * (inst_tx - d.rate_tx);
+        let seen = d.rate_rx.max(d.rate_tx);
+        if seen > d.capacity {
+            // More got through than we thought possible: the estimate was low.
+            d.capacity = seen;
+            d.capacity_known = true;
+        } else if open > 0 && seen > 0.2 * d.capacity && d.capacity_known {
+            // Busy but below the estimate: drift down slowly (time constant ~20 s), so a link that
+            // got slower is believed eventually, while a short lull does not erase what we know.
+            let b = (dt / 20.0).min(1.0);
+            d.capacity += b * (seen - d.capacity);
+        }
+    }
+
+    /// Smoothed connect RTT, if measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.dyn_lock().rtt
+    }
+
+    /// Estimated capacity in bytes per second.
+    pub fn capacity(&self) -> f64 {
+        self.dyn_lock().capacity
+    }
+
+    /// Free capacity share: how loaded the source is, 0 = idle, 1 = saturated.
+    pub fn utilization(&self) -> f64 {
+        let d = self.dyn_lock();
+        (d.rate_rx.max(d.rate_tx) / d.capacity.max(1.0)).min(2.0)
+    }
+
+    pub fn view(&self) -> SourceView {
+        let d = self.dyn_lock();
+        SourceView {
+            name: self.name.clone(),
+            kind: format!("{:?}", self.kind),
+            tier: self.tier,
+            health: if self.retired.load(Relaxed) { Health::Down } else { d.health },
+            open: self.open.load(Relaxed),
+            conns_total: self.conns_total.load(Relaxed),
+            connect_failures: self.connect_failures.load(Relaxed),
+            rx_bytes: self.rx.load(Relaxed),
+            tx_bytes: self.tx.load(Relaxed),
+            rate_rx: d.rate_rx,
+            rate_tx: d.rate_tx,
+            capacity: d.capacity,
+            capacity_known: d.capacity_known,
+            rtt_ms: d.rtt.map(|r| r.as_secs_f64() * 1e3),
+            month_bytes: self.month_bytes(),
+            cap_bytes: self.cap,
+            over_cap: self.over_cap(),
+        }
+    }
+
+    /// Holds an "open connection" count for as long as it lives.
+    pub fn open_guard(self: &std::sync::Arc<Self>) -> OpenGuard {
+        self.open.fetch_add(1, Relaxed);
+        self.conns_total.fetch_add(1, Relaxed);
+        OpenGuard(self.clone())
+    }
+}
+
+/// Counts a connection as "being dialled" through a source while it lives.
+#[derive(Debug)]
+pub struct ConnectingGuard(std::sync::Arc<Source>);
+
+impl ConnectingGuard {
+    pub fn new(source: &std::sync::Arc<Source>) -> Self {
+        source.connecting.fetch_add(1, Relaxed);
+        ConnectingGuard(source.clone())
+    }
+}
+
+impl Drop for ConnectingGuard {
+    fn drop(&mut self) {
+        self.0.connecting.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Decrements the source's open-connection count on drop.
+#[derive(Debug)]
+pub struct OpenGuard(std::sync::Arc<Source>);
+
+impl OpenGuard {
+    pub fn source(&self) -> &std::sync::Arc<Source> {
+        &self.0
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src() -> Source {
+        Source::new("eth0".into(), SourceKind::Iface { name: "eth0".into() }, Tier::Primary, Some(1000), None)
+    }
+
+    #[test]
+    fn failures_degrade_then_backoff_expires() {
+        let s = src();
+        let t0 = Instant::now();
+        s.record_failure(t0);
+        assert!(s.usable(t0), "one failure is not enough");
+        s.record_failure(t0);
+        assert_eq!(s.health(), Health::Degraded);
+        assert!(!s.usable(t0));
+        assert!(s.usable(t0 + BACKOFF_MAX));
+        s.record_success(Some(Duration::from_millis(30)));
+        assert_eq!(s.health(), Health::Up);
+        assert!(s.usable(t0));
+    }
+
+    #[test]
+    fn capacity_follows_measured_throughput() {
+        let s = src();
+        let t0 = Instant::now();
+        s.tick(t0);
+        let _g = std::sync::Arc::new(src()); // unrelated, keeps the API honest
+        s.open.store(1, Relaxed);
+        let mut t = t0;
+        for _ in 0..20 {
+            t += Duration::from_millis(250);
+            s.rx.fetch_add(5_000_000 / 4, Relaxed); // 5 MB/s
+            s.tick(t);
+        }
+        let v = s.view();
+        assert!(v.capacity > 4e6, "{v:?}");
+        assert!(v.capacity_known);
+    }
+
+    #[test]
+    fn cap_counts_this_month_only() {
+        let s = src();
+        s.month_base.store(900, Relaxed);
+        s.rx.store(50, Relaxed);
+        assert!(!s.over_cap());
+        s.tx.store(60, Relaxed);
+        assert!(s.over_cap());
+        assert_eq!(s.month_bytes(), 1010);
+    }
+}

@@ -1,0 +1,128 @@
+//! The node's one live state: sources, policies, stickiness and connection counts. The
+//! balancer, the API, the usage store and the status views all read this, and none of them
+//! keeps a second copy.
+
+use crate::{
+    config::Config,
+    dial::DialOpts,
+    dns::Resolver,
+    policy::Policies,
+    source::{Source, SourceView},
+    store::Store,
+};
+use std::{
+    collections::HashMap,
+    sync::{atomic::AtomicU64, Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+/// How often throughput and capacity estimates are refreshed.
+pub const TICK: Duration = Duration::from_millis(250);
+/// Bounds the stickiness table; the oldest entries go first.
+const MAX_STICKY: usize = 10_000;
+
+pub struct Node {
+    pub config: Config,
+    pub dns: Resolver,
+    pub dial_opts: DialOpts,
+    pub store: Option<Store>,
+    pub started: Instant,
+    /// Client connections open on the proxy, and accepted since start.
+    pub clients_open: AtomicU64,
+    pub clients_total: AtomicU64,
+    /// Client connections refused because the node was at `max_connections`.
+    pub clients_refused: AtomicU64,
+    sources: RwLock<Vec<Arc<Source>>>,
+    policies: RwLock<Arc<Policies>>,
+    sticky: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Node {
+    pub fn new(config: Config, store: Option<Store>) -> Result<Node, String> {
+        let policies = Policies::new(&config.policies)?;
+        let dial_opts = DialOpts {
+            connect_timeout: config.connect_timeout,
+            ..DialOpts::default()
+        };
+        Ok(Node {
+            dns: Resolver::new(config.dns_servers.clone()),
+            dial_opts,
+            store,
+            started: Instant::now(),
+            clients_open: AtomicU64::new(0),
+            clients_total: AtomicU64::new(0),
+            clients_refused: AtomicU64::new(0),
+            sources: RwLock::new(Vec::new()),
+            policies: RwLock::new(Arc::new(policies)),
+            sticky: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
+
+    pub fn sources(&self) -> Vec<Arc<Source>> {
+        self.sources.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn source(&self, name: &str) -> Option<Arc<Source>> {
+        self.sources().into_iter().find(|s| s.name == name)
+    }
+
+    /// Adds a source, or revives a retired one of the same name (keeping its counters).
+    pub fn add_source(&self, source: Source) -> Arc<Source> {
+        let mut all = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = all.iter().find(|s| s.name == source.name) {
+            existing.retired.store(false, std::sync::atomic::Ordering::Relaxed);
+            return existing.clone();
+        }
+        let source = Arc::new(source);
+        if let Some(store) = &self.store {
+            store.load_into(&source);
+        }
+        all.push(source.clone());
+        source
+    }
+
+    /// Takes a source out of the balancer. Its counters stay for status and usage accounting.
+    pub fn retire_source(&self, name: &str) {
+        if let Some(s) = self.source(name) {
+            s.retired.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn policies(&self) -> Arc<Policies> {
+        self.policies.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_policies(&self, p: Policies) {
+        *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+    }
+
+    /// The source a destination is stuck to, if its window has not expired.
+    pub fn sticky_source(&self, key: &str, now: Instant) -> Option<String> {
+        let map = self.sticky.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).filter(|(_, until)| *until > now).map(|(s, _)| s.clone())
+    }
+
+    pub fn stick(&self, key: String, source: String, until: Instant) {
+        let mut map = self.sticky.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_STICKY {
+            let now = Instant::now();
+            map.retain(|_, (_, u)| *u > now);
+            if map.len() >= MAX_STICKY {
+                map.clear();
+            }
+        }
+        map.insert(key, (source, until));
+    }
+
+    /// Refreshes every source's throughput and capacity estimate.
+    pub fn tick(&self, now: Instant) {
+        for s in self.sources() {
+            s.tick(now);
+        }
+    }
+
+    pub fn views(&self) -> Vec<SourceView> {
+        self.sources().iter().map(|s| s.view()).collect()
+    }
+}

@@ -1,0 +1,206 @@
+//! Every OS-specific and unsafe socket call lives here: binding to a device, `TCP_INFO`,
+//! `TCP_NOTSENT_LOWAT`, `IP_BIND_ADDRESS_NO_PORT`, the fd limit, and reading interfaces and
+//! routes. The rest of the crate denies `unsafe`.
+#![allow(unsafe_code)]
+
+use socket2::Socket;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io,
+    net::IpAddr,
+    os::fd::{AsRawFd, RawFd},
+};
+
+/// Binds a socket to an interface with `SO_BINDTODEVICE`, so that its packets leave through
+/// that interface whatever the routing table says.
+pub fn bind_device(socket: &Socket, iface: &str) -> io::Result<()> {
+    socket.bind_device(Some(iface.as_bytes()))
+}
+
+fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` outlives the call and its size is passed correctly.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Keeps at most `bytes` of not-yet-sent data in the kernel send queue, so the sender's
+/// decisions stay fresh (used by bond paths; harmless elsewhere).
+pub fn set_notsent_lowat(fd: &impl AsRawFd, bytes: u32) -> io::Result<()> {
+    setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, bytes as libc::c_int)
+}
+
+/// Lets `bind()` to a source address defer the port choice to `connect()`, so many outbound
+/// sockets can share one source address without exhausting ephemeral ports.
+pub fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
+    setsockopt_int(socket.as_raw_fd(), libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)
+}
+
+/// The parts of `struct tcp_info` booster uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// Smoothed RTT in microseconds.
+    pub rtt_us: u32,
+    pub rtt_var_us: u32,
+    pub snd_cwnd: u32,
+    pub total_retrans: u32,
+}
+
+/// Reads `TCP_INFO` from a connected TCP socket.
+pub fn tcp_info(fd: &impl AsRawFd) -> io::Result<TcpInfo> {
+    // SAFETY: tcp_info is plain old data; the kernel writes at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpInfo {
+        rtt_us: info.tcpi_rtt,
+        rtt_var_us: info.tcpi_rttvar,
+        snd_cwnd: info.tcpi_snd_cwnd,
+        total_retrans: info.tcpi_total_retrans,
+    })
+}
+
+/// Raises the soft open-file limit to the hard limit (a proxy needs two fds per connection).
+/// Returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid out-pointer for getrlimit/setrlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur as u64)
+}
+
+/// One network interface as the OS reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub up: bool,
+    pub running: bool,
+    pub loopback: bool,
+    pub addrs: Vec<IpAddr>,
+    /// Has a default route (IPv4 or IPv6) through it, in any table the kernel shows in /proc.
+    pub default_route: bool,
+}
+
+/// Lists interfaces with their flags, addresses and whether a default route goes through them.
+pub fn interfaces() -> io::Result<Vec<Interface>> {
+    use nix::net::if_::InterfaceFlags;
+    let mut map: BTreeMap<String, Interface> = BTreeMap::new();
+    let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+    for ifa in addrs {
+        let entry = map.entry(ifa.interface_name.clone()).or_insert_with(|| Interface {
+            name: ifa.interface_name.clone(),
+            ..Default::default()
+        });
+        entry.up |= ifa.flags.contains(InterfaceFlags::IFF_UP);
+        entry.running |= ifa.flags.contains(InterfaceFlags::IFF_RUNNING);
+        entry.loopback |= ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK);
+        if let Some(addr) = ifa.address {
+            if let Some(v4) = addr.as_sockaddr_in() {
+                entry.addrs.push(IpAddr::V4(v4.ip()));
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                let ip = v6.ip();
+                // Link-local addresses cannot reach the Internet.
+                if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                    entry.addrs.push(IpAddr::V6(ip));
+                }
+            }
+        }
+    }
+    let routed = default_route_ifaces();
+    for (name, i) in map.iter_mut() {
+        i.default_route = routed.contains(name);
+    }
+    Ok(map.into_values().collect())
+}
+
+/// Names of interfaces with a default route, from /proc/net/route and /proc/net/ipv6_route.
+pub fn default_route_ifaces() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
+        // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000" {
+                out.insert(f[0].to_string());
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        // dest dest_len src src_len nexthop metric refcnt use flags iface
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 10 && f[0] == "00000000000000000000000000000000" && f[1] == "00" && f[9] != "lo" {
+                out.insert(f[9].to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The interface's operational state from sysfs (`up`, `down`, `unknown`, ...), if it exists.
+pub fn operstate(iface: &str) -> Option<String> {
+    if iface.contains('/') || iface.contains("..") {
+        return None;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/operstate"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_listed() {
+        let all = interfaces().unwrap();
+        let lo = all.iter().find(|i| i.loopback).expect("a loopback interface");
+        assert!(lo.up);
+        assert!(lo.addrs.iter().any(|a| a.is_loopback()));
+    }
+
+    #[test]
+    fn tcp_info_reads_a_connected_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let info = tcp_info(&c).unwrap();
+        assert!(info.snd_cwnd > 0);
+        set_notsent_lowat(&c, 16 * 1024).unwrap();
+    }
+
+    #[test]
+    fn binding_to_a_missing_device_fails() {
+        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        assert!(bind_device(&s, "bt-nonexistent0").is_err());
+    }
+}
