@@ -17,13 +17,19 @@ where
     T: PartialEq + std::fmt::Debug,
     E: PartialEq + std::fmt::Debug,
 {
-    let Ok(Some((value, used))) = decode(data) else { return };
+    let Ok(Some((value, used))) = decode(data) else {
+        return;
+    };
     let consumed = data.get(..used).expect("consumed more than the input");
     let mut wire = Vec::new();
     encode(&value, &mut wire);
     assert_eq!(wire, consumed, "re-encoding differs from the decoded bytes");
     for cut in 0..wire.len() {
-        assert_eq!(decode(&wire[..cut]), Ok(None), "prefix of {cut} bytes is not pending");
+        assert_eq!(
+            decode(&wire[..cut]),
+            Ok(None),
+            "prefix of {cut} bytes is not pending"
+        );
     }
     assert_eq!(decode(&wire), Ok(Some((value, used))));
 }
@@ -83,7 +89,10 @@ pub fn http_request_head(data: &[u8]) {
         let upstream = head.to_origin_form(&target);
         // Stripping hop-by-hop headers must never change how the body is framed.
         assert_eq!(upstream.body_framing(), framing);
-        assert_eq!(upstream.header("host"), Some(target.host_header().as_bytes()));
+        assert_eq!(
+            upstream.header("host"),
+            Some(target.host_header().as_bytes())
+        );
         if upstream.headers.len() <= MAX_HEADERS {
             assert_eq!(reparse_request(&upstream), upstream);
         }
@@ -138,7 +147,10 @@ fn track(body: &[u8], piece: usize) -> Tracked {
         assert!(n <= chunk.len());
         used += n;
         if n < chunk.len() {
-            assert!(tracker.is_done(), "stopped short of the input without being done");
+            assert!(
+                tracker.is_done(),
+                "stopped short of the input without being done"
+            );
             break;
         }
     }
@@ -148,7 +160,9 @@ fn track(body: &[u8], piece: usize) -> Tracked {
 /// The first byte picks a split size; the rest is the body. Whole, split and
 /// one-byte-at-a-time feeding must agree.
 pub fn http_body_chunked(data: &[u8]) {
-    let Some((&split, body)) = data.split_first() else { return };
+    let Some((&split, body)) = data.split_first() else {
+        return;
+    };
     let whole = track(body, body.len());
     assert_eq!(track(body, usize::from(split)), whole, "split size {split}");
     assert_eq!(track(body, 1), whole, "one byte at a time");

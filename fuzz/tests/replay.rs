@@ -5,7 +5,9 @@
 use std::fs;
 use std::path::Path;
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+type Check = fn(&[u8]);
+
+const TARGETS: &[(&str, Check)] = &[
     ("socks5_greeting", booster_proto_fuzz::socks5_greeting),
     ("socks5_request", booster_proto_fuzz::socks5_request),
     ("socks5_udp", booster_proto_fuzz::socks5_udp),
@@ -55,7 +57,11 @@ fn next(rng: &mut u64) -> u64 {
 
 fn mutate(input: &mut Vec<u8>, rng: &mut u64) {
     for _ in 0..=next(rng) % 3 {
-        let at = if input.is_empty() { 0 } else { (next(rng) % input.len() as u64) as usize };
+        let at = if input.is_empty() {
+            0
+        } else {
+            (next(rng) % input.len() as u64) as usize
+        };
         let byte = next(rng) as u8;
         match next(rng) % 4 {
             0 if !input.is_empty() => input[at] = byte,
@@ -63,7 +69,10 @@ fn mutate(input: &mut Vec<u8>, rng: &mut u64) {
                 input.remove(at);
             }
             2 => input.insert(at, byte),
-            _ => input.insert(at, *b"\r\n:; 0\x00\xff".get(byte as usize % 8).unwrap_or(&0)),
+            _ => input.insert(
+                at,
+                *b"\r\n:; 0\x00\xff".get(byte as usize % 8).unwrap_or(&0),
+            ),
         }
     }
 }

@@ -24,3 +24,49 @@ pub async fn get_json(api: &str, path: &str, token: Option<&str>) -> Result<serd
     }
     serde_json::from_slice(&body).map_err(|e| format!("bad JSON from the node: {e}"))
 }
+
+/// Sends `GET uri` over an already-open stream and counts the body bytes, stopping early at
+/// `stop_at` if given. `uri` may be origin-form (`/file/1MB`, to a server) or absolute-form
+/// (`http://host/file/1MB`, to a proxy). Returns the body bytes received.
+pub async fn get_count<S>(stream: S, host: &str, uri: &str, stop_at: Option<tokio::time::Instant>) -> Result<u64, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper::body::Body;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(conn);
+    let req = hyper::Request::get(uri).header("host", host).body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        driver.abort();
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    loop {
+        let frame = match stop_at {
+            Some(t) => match tokio::time::timeout_at(t, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => break,
+            },
+            None => body.frame().await,
+        };
+        match frame {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    n += d.len() as u64;
+                }
+            }
+            Some(Err(e)) => {
+                driver.abort();
+                return Err(e.to_string());
+            }
+            None => break,
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    driver.abort();
+    Ok(n)
+}

@@ -86,6 +86,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub uplink: Vec<UplinkConfig>,
     pub probe_target: Option<String>,
+    pub discover: Option<bool>,
     pub probe_interval: Option<Dur>,
     pub discover_interval: Option<Dur>,
     pub connect_timeout: Option<Dur>,
@@ -122,6 +123,8 @@ pub struct Config {
     pub uplinks: Vec<UplinkConfig>,
     /// Where reachability probes connect (`host:port`), or `None` when probing is off.
     pub probe_target: Option<String>,
+    /// Discover uplinks when none are named (default true).
+    pub discover: bool,
     pub probe_interval: Duration,
     pub discover_interval: Duration,
     pub connect_timeout: Duration,
@@ -336,6 +339,7 @@ impl Config {
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(default_data_dir),
             uplinks,
             probe_target,
+            discover: file.discover.unwrap_or(true),
             probe_interval: d(file.probe_interval, 3_000),
             discover_interval: d(file.discover_interval, 2_000),
             connect_timeout: d(file.connect_timeout, 5_000),

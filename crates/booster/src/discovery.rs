@@ -85,6 +85,9 @@ pub async fn refresh(node: &Arc<Node>) {
         }
         return;
     }
+    if !node.config.discover {
+        return;
+    }
     // Discovery.
     let candidates: Vec<&sys::Interface> = ifaces.iter().filter(|i| !i.loopback && i.default_route && iface_usable(i)).collect();
     let names: HashSet<&str> = candidates.iter().map(|i| i.name.as_str()).collect();

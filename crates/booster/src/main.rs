@@ -23,6 +23,8 @@ enum Command {
     Start(cmd::start::StartArgs),
     /// Show a node's sources, load and usage.
     Status(cmd::status::StatusArgs),
+    /// Run the whole system on emulated uplinks (no root, no setup) and compare it with each link.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,11 +36,13 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let level = match (cli.quiet, cli.verbose) {
+    // The demo prints its own story; its node only logs problems unless asked.
+    let quiet = cli.quiet || matches!(cli.command, Command::Demo(_));
+    let level = match (quiet, cli.verbose) {
+        (_, 1) => "debug",
+        (_, 2..) => "trace",
         (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
+        (false, _) => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("booster={level},lab={level}")));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Start(a) => cmd::start::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Demo(a) => cmd::demo::run(a).await,
         }
     })
 }

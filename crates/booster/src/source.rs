@@ -61,6 +61,8 @@ struct Dynamics {
     /// Estimated capacity, bytes per second (the larger direction).
     capacity: f64,
     capacity_known: bool,
+    /// Seconds the source has looked saturated while its capacity was still a guess.
+    busy_secs: f64,
 }
 
 /// A source and its live state.
@@ -150,6 +152,7 @@ impl Source {
                 rate_tx: 0.0,
                 capacity: capacity.unwrap_or(DEFAULT_CAPACITY),
                 capacity_known: capacity.is_some(),
+                busy_secs: 0.0,
             }),
         }
     }
@@ -254,13 +257,24 @@ impl Source {
         d.rate_rx += a * (inst_rx - d.rate_rx);
         d.rate_tx += a * (inst_tx - d.rate_tx);
         let seen = d.rate_rx.max(d.rate_tx);
+        // Several connections moving data at once are taken as a saturated link: what they get
+        // together is what the link gives. (One connection may be limited by its application.)
+        let busy = open >= 2 && seen > 0.0;
         if seen > d.capacity {
             // More got through than we thought possible: the estimate was low.
             d.capacity = seen;
             d.capacity_known = true;
-        } else if open > 0 && seen > 0.2 * d.capacity && d.capacity_known {
-            // Busy but below the estimate: drift down slowly (time constant ~20 s), so a link that
-            // got slower is believed eventually, while a short lull does not erase what we know.
+        } else if busy && !d.capacity_known {
+            // Still a guess: follow what a busy link delivers quickly (time constant ~1 s).
+            let b = (dt / 1.0).min(1.0);
+            d.capacity += b * (seen - d.capacity);
+            d.busy_secs += dt;
+            if d.busy_secs >= 2.0 {
+                d.capacity_known = true;
+            }
+        } else if busy && seen > 0.2 * d.capacity {
+            // Known, busy, but below the estimate: drift down slowly (time constant ~20 s), so a
+            // link that got slower is believed eventually while a lull does not erase history.
             let b = (dt / 20.0).min(1.0);
             d.capacity += b * (seen - d.capacity);
         }
@@ -384,6 +398,23 @@ mod tests {
         }
         let v = s.view();
         assert!(v.capacity > 4e6, "{v:?}");
+        assert!(v.capacity_known);
+    }
+
+    #[test]
+    fn a_busy_link_slower_than_the_guess_is_learned() {
+        let s = src();
+        let t0 = Instant::now();
+        s.tick(t0);
+        s.open.store(4, Relaxed);
+        let mut t = t0;
+        for _ in 0..16 {
+            t += Duration::from_millis(250);
+            s.rx.fetch_add(500_000 / 4, Relaxed); // 0.5 MB/s, below the 1.25 MB/s default guess
+            s.tick(t);
+        }
+        let v = s.view();
+        assert!(v.capacity < 0.7e6, "{v:?}");
         assert!(v.capacity_known);
     }
 

@@ -227,7 +227,9 @@ pub struct DelayLine {
 
 impl std::fmt::Debug for DelayLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DelayLine").field("ifname", &self.ifname).finish_non_exhaustive()
+        f.debug_struct("DelayLine")
+            .field("ifname", &self.ifname)
+            .finish_non_exhaustive()
     }
 }
 
@@ -302,7 +304,11 @@ impl Drop for DelayLine {
 fn classify(packet: &[u8], (net, prefix): (Ipv4Addr, u8)) -> Direction {
     if packet.len() >= 20 && packet[0] >> 4 == 4 {
         let dst = u32::from_be_bytes([packet[16], packet[17], packet[18], packet[19]]);
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix.min(32)))
+        };
         if dst & mask == u32::from(net) & mask {
             return Direction::Down;
         }
@@ -342,8 +348,13 @@ fn read_loop(mut tun: File, control: &DelayControl, shared: &Shared, node_net: (
         }
         let dir = classify(&buf[..n], node_net);
         let jitter = control.jitter_us.load(Ordering::Relaxed);
-        let extra = if jitter > 0 { rng.random_range(0..=jitter) } else { 0 };
-        let delay = Duration::from_micros(control.delay_us[dir as usize].load(Ordering::Relaxed) + extra);
+        let extra = if jitter > 0 {
+            rng.random_range(0..=jitter)
+        } else {
+            0
+        };
+        let delay =
+            Duration::from_micros(control.delay_us[dir as usize].load(Ordering::Relaxed) + extra);
         let now = Instant::now();
         let limit = control.queue_limit.load(Ordering::Relaxed);
         let mut queues = shared.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -400,8 +411,9 @@ fn write_loop(mut tun: File, control: &DelayControl, shared: &Shared) {
             control.blackholed.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        // Errors (e.g. EIO while the device is down) just lose this packet, like a wire would.
-        match tun.write(&packet) {
+        // A TUN write takes the whole packet or fails. Errors (e.g. EIO while the device is
+        // down) just lose this packet, like a wire would.
+        match tun.write_all(&packet) {
             Ok(_) => {
                 control.passed.fetch_add(1, Ordering::Relaxed);
             }
@@ -428,10 +440,20 @@ mod sys {
     /// header) in the calling thread's network namespace. The device lives as long as the fd.
     pub fn open_tun(name: &str) -> io::Result<OwnedFd> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bad interface name",
+            ));
         }
-        let file = OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
-        let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")?;
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: 0,
+            _pad: [0; 22],
+        };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
         req.flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
         // SAFETY: `file` is an open /dev/net/tun fd and `req` is a live, properly sized
@@ -445,7 +467,9 @@ mod sys {
 
     /// Puts the calling thread in the `SCHED_FIFO` class at `priority` (1..=99).
     pub fn set_realtime(priority: i32) -> io::Result<()> {
-        let param = libc::sched_param { sched_priority: priority };
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
         // SAFETY: pid 0 means the calling thread; `param` is a valid sched_param.
         let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
         if rc < 0 {
@@ -456,13 +480,21 @@ mod sys {
 
     /// Waits up to `timeout_ms` for `fd` to become readable.
     pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: `pfd` is one valid pollfd for the duration of the call and `fd` is borrowed,
         // so it stays open.
         let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
         if rc < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
         }
         if rc > 0 && pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
             return Err(io::Error::other("TUN fd error"));
@@ -489,7 +521,10 @@ mod tests {
 
     #[test]
     fn queue_limit_has_a_floor_and_grows_with_bdp() {
-        assert_eq!(queue_limit(1_000_000, Duration::from_millis(10), 0), MIN_QUEUE_BYTES);
+        assert_eq!(
+            queue_limit(1_000_000, Duration::from_millis(10), 0),
+            MIN_QUEUE_BYTES
+        );
         let big = queue_limit(50_000_000, Duration::from_millis(300), 1 << 20);
         assert!(big > 4 * (1 << 20));
     }

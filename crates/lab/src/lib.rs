@@ -11,11 +11,13 @@
 //!   torn down on drop.
 //! - [`delayline`]: the userspace delay line on a TUN device (this kernel has no netem): RTT,
 //!   jitter, loss, blackhole.
+//! - [`plot`]: throughput-over-time SVG charts.
 //! - [`topology`]: builds a profile's namespaces and links, with cut / blackhole / restore.
 
 pub mod delayline;
 pub mod emulink;
 pub mod netns;
 pub mod origin;
+pub mod plot;
 pub mod profile;
 pub mod topology;

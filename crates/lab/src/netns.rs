@@ -132,7 +132,9 @@ impl Netns {
     /// Creates namespace `name` with `lo` up. Fails if it already exists.
     pub fn create(name: &str) -> Result<Netns> {
         ip("", &["netns", "add", name]).with_context(|| format!("creating namespace {name}"))?;
-        let ns = Netns { name: name.to_owned() };
+        let ns = Netns {
+            name: name.to_owned(),
+        };
         ip(name, &["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -161,7 +163,9 @@ pub fn delete(ns: &str) {
 }
 
 fn kill_processes_in(ns: &str) {
-    let Ok(out) = ip("", &["netns", "pids", ns]) else { return };
+    let Ok(out) = ip("", &["netns", "pids", ns]) else {
+        return;
+    };
     let me = std::process::id() as i32;
     for pid in out.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
         if pid != me {
@@ -266,8 +270,10 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 /// Writes a sysctl of namespace `ns`, e.g. `("net/ipv4/ip_forward", "1")`.
 /// `/proc/sys/net` follows the network namespace of the thread that opens it.
 pub fn sysctls(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
-    let owned: Vec<(String, String)> =
-        settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let owned: Vec<(String, String)> = settings
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     in_netns(ns, move || -> Result<()> {
         for (k, v) in owned {
             let path = format!("/proc/sys/{k}");
@@ -335,6 +341,9 @@ mod tests {
     #[test]
     fn unique_ids_carry_our_pid() {
         let id = unique_id();
-        assert_eq!(owner_pid(&ns_name(&id, "x")), Some(std::process::id() as i32));
+        assert_eq!(
+            owner_pid(&ns_name(&id, "x")),
+            Some(std::process::id() as i32)
+        );
     }
 }

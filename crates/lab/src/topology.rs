@@ -121,18 +121,20 @@ fn tbf_burst(rate_bps: u64) -> u64 {
     (rate_bps / 8 / 500).max(10 * FRAME_BYTES)
 }
 
-/// tbf queue limit in bytes: one bandwidth-delay product, at least 16 frames. One BDP of
-/// buffer lets a single loss-based TCP flow keep the link full through its window cuts
-/// (CUBIC needs ~0.4 BDP, Reno 1), while queueing adds at most one base RTT under load;
-/// more would only be bufferbloat. The floor keeps small-BDP links (4 Mbit/30 ms = 15 KB)
-/// from dropping initial windows and ACK-compressed bursts.
+/// tbf queue limit in bytes: one bandwidth-delay product, at least twice the bucket.
 ///
-/// It is also at least twice the bucket: veths carry GSO packets of up to 64 KB, tbf only
-/// splits those larger than the bucket, and a packet larger than the whole queue would be
-/// dropped every time (a fast LAN without a TUN hop collapsed to kbit/s that way).
+/// One BDP of buffer lets a single loss-based TCP flow keep the link full through its window
+/// cuts (CUBIC needs ~0.4 BDP, Reno 1), while queueing adds at most one base RTT under load;
+/// more would only be bufferbloat.
+///
+/// The floor of two buckets (20 frames, 30 KB, for slow links) has a hard reason: veths carry
+/// GSO packets of up to 64 KB, tbf only splits those larger than the bucket, and a packet
+/// larger than the whole queue is dropped every time (a 300 Mbit LAN without a TUN hop
+/// collapsed to kbit/s that way). It also keeps small-BDP links (4 Mbit/30 ms = 15 KB) from
+/// dropping initial windows; the cost is at most 60 ms of queue on the 4 Mbit link.
 fn tbf_limit(rate_bps: u64, rtt: Duration) -> u64 {
     let bdp = (rate_bps as f64 / 8.0 * rtt.as_secs_f64()) as u64;
-    bdp.max(16 * FRAME_BYTES).max(2 * tbf_burst(rate_bps))
+    bdp.max(2 * tbf_burst(rate_bps))
 }
 
 /// The tbf rate that makes TCP goodput equal `rate_bps`.
@@ -142,17 +144,17 @@ fn tbf_rate(rate_bps: u64) -> u64 {
 
 /// Installs or changes the tbf on `iface` in `ns`.
 fn shape(ns: &str, iface: &str, rate_bps: u64, rtt: Duration) -> Result<()> {
-    let rate = format!("{}bit", tbf_rate(rate_bps));
-    let burst = tbf_burst(rate_bps).to_string();
-    let limit = tbf_limit(rate_bps, rtt).to_string();
-    netns::tc(
-        ns,
-        &[
-            "qdisc", "replace", "dev", iface, "root", "tbf", "rate", &rate, "burst", &burst,
-            "limit", &limit,
-        ],
-    )
-    .map(drop)
+    let (rate, burst) = (tbf_rate(rate_bps), tbf_burst(rate_bps));
+    let limit = tbf_limit(rate_bps, rtt);
+    let cmd =
+        format!("qdisc replace dev {iface} root tbf rate {rate}bit burst {burst} limit {limit}");
+    netns::tc(ns, &cmd.split_whitespace().collect::<Vec<_>>()).map(drop)
+}
+
+/// `ip -n NS …` with the arguments given as one line, split on whitespace (interface and
+/// namespace names never contain any). Keeps the topology readable as plain `ip` commands.
+fn ip(ns: &str, cmd: &str) -> Result<String> {
+    netns::ip(ns, &cmd.split_whitespace().collect::<Vec<_>>())
 }
 
 fn net(k: u8, sub: u8, host: u8) -> Ipv4Addr {
@@ -205,7 +207,10 @@ impl Lab {
         }
         let mut k = 0u8;
         for (node, link) in profile.links() {
-            k = k.checked_add(1).filter(|k| *k < 99).ok_or_else(|| anyhow!("too many uplinks"))?;
+            k = k
+                .checked_add(1)
+                .filter(|k| *k < 99)
+                .ok_or_else(|| anyhow!("too many uplinks"))?;
             lab.build_uplink(k, node.name, link)
                 .with_context(|| format!("building uplink {}/{}", node.name, link.name))?;
         }
@@ -227,7 +232,7 @@ impl Lab {
     fn build_internet(&mut self) -> Result<()> {
         let inet = self.internet.clone();
         self.new_ns(&inet)?;
-        netns::ip(&inet, &["addr", "add", &format!("{ORIGIN_IP}/32"), "dev", "lo"])?;
+        ip(&inet, &format!("addr add {ORIGIN_IP}/32 dev lo"))?;
         Ok(())
     }
 
@@ -240,35 +245,36 @@ impl Lab {
             bail!("link name {iface} is longer than 15 bytes");
         }
         self.new_ns(&router)?;
-        netns::sysctls(
-            &router,
-            &[("net/ipv4/ip_forward", "1"), ("net/ipv4/conf/all/send_redirects", "0")],
-        )?;
+        let forwarding = [
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv4/conf/all/send_redirects", "0"),
+        ];
+        netns::sysctls(&router, &forwarding)?;
         let (addr, gateway) = (net(k, 1, 2), net(k, 1, 1));
         let (r_up, i_side) = (net(k, 2, 1), net(k, 2, 2));
         let inet_if = ifname(format!("r{k}-{}", spec.name));
 
         // Node <-> router.
-        netns::ip(
+        ip(
             &node_ns,
-            &["link", "add", "name", &iface, "type", "veth", "peer", "name", "node", "netns", &router],
+            &format!("link add name {iface} type veth peer name node netns {router}"),
         )?;
-        netns::ip(&node_ns, &["addr", "add", &format!("{addr}/24"), "dev", &iface])?;
-        netns::ip(&node_ns, &["link", "set", "dev", &iface, "up"])?;
-        netns::ip(&router, &["addr", "add", &format!("{gateway}/24"), "dev", "node"])?;
-        netns::ip(&router, &["link", "set", "dev", "node", "up"])?;
+        ip(&node_ns, &format!("addr add {addr}/24 dev {iface}"))?;
+        ip(&node_ns, &format!("link set dev {iface} up"))?;
+        ip(&router, &format!("addr add {gateway}/24 dev node"))?;
+        ip(&router, "link set dev node up")?;
 
         // Router <-> internet.
-        netns::ip(
+        ip(
             &router,
-            &["link", "add", "name", "inet", "type", "veth", "peer", "name", &inet_if, "netns", &inet],
+            &format!("link add name inet type veth peer name {inet_if} netns {inet}"),
         )?;
-        netns::ip(&router, &["addr", "add", &format!("{r_up}/24"), "dev", "inet"])?;
-        netns::ip(&router, &["link", "set", "dev", "inet", "up"])?;
-        netns::ip(&inet, &["addr", "add", &format!("{i_side}/24"), "dev", &inet_if])?;
-        netns::ip(&inet, &["link", "set", "dev", &inet_if, "up"])?;
-        netns::ip(&router, &["route", "add", "default", "via", &i_side.to_string(), "dev", "inet"])?;
-        netns::ip(&inet, &["route", "add", &format!("10.{k}.1.0/24"), "via", &r_up.to_string()])?;
+        ip(&router, &format!("addr add {r_up}/24 dev inet"))?;
+        ip(&router, "link set dev inet up")?;
+        ip(&inet, &format!("addr add {i_side}/24 dev {inet_if}"))?;
+        ip(&inet, &format!("link set dev {inet_if} up"))?;
+        ip(&router, &format!("route add default via {i_side} dev inet"))?;
+        ip(&inet, &format!("route add 10.{k}.1.0/24 via {r_up}"))?;
 
         // The delay line, and policy routing of all transit traffic through it.
         let bottleneck = tbf_limit(spec.rate_bps, spec.rtt) as usize;
@@ -284,20 +290,35 @@ impl Lab {
             },
         )?;
         let control = dl.control();
+        let state = LinkState {
+            cut: false,
+            rate_bps: spec.rate_bps,
+        };
         self.links.push(Link {
             k,
             delay: Some(dl),
             control: Some(control),
-            state: Mutex::new(LinkState { cut: false, rate_bps: spec.rate_bps }),
+            state: Mutex::new(state),
         });
         netns::sysctls(&router, &[("net/ipv4/conf/dl0/rp_filter", "0")])?;
         // The TUN drops (it does not push back) when its ring of `txqueuelen` packets is full,
         // so give the reader thread ~100 ms of slack at 50k packets/s.
-        netns::ip(&router, &["link", "set", "dev", TUN_IFACE, "txqueuelen", "5000", "up"])?;
-        netns::ip(&router, &["route", "add", "default", "dev", TUN_IFACE, "table", DELAY_TABLE])?;
-        for (pref, iif) in [("100", "node"), ("101", "inet")] {
-            netns::ip(&router, &["rule", "add", "pref", pref, "iif", iif, "lookup", DELAY_TABLE])?;
-        }
+        ip(
+            &router,
+            &format!("link set dev {TUN_IFACE} txqueuelen 5000 up"),
+        )?;
+        ip(
+            &router,
+            &format!("route add default dev {TUN_IFACE} table {DELAY_TABLE}"),
+        )?;
+        ip(
+            &router,
+            &format!("rule add pref 100 iif node lookup {DELAY_TABLE}"),
+        )?;
+        ip(
+            &router,
+            &format!("rule add pref 101 iif inet lookup {DELAY_TABLE}"),
+        )?;
 
         // Rate, both directions: upload on the node's veth, download on the router's.
         shape(&node_ns, &iface, spec.rate_bps, spec.rtt)?;
@@ -321,52 +342,58 @@ impl Lab {
         let lan = netns::ns_name(&self.id, "lan");
         self.new_ns(&lan)?;
         self.lan = Some(lan.clone());
-        netns::ip(&lan, &["link", "add", "name", "br0", "type", "bridge"])?;
-        netns::ip(&lan, &["link", "set", "dev", "br0", "up"])?;
+        ip(&lan, "link add name br0 type bridge")?;
+        ip(&lan, "link set dev br0 up")?;
         // The LAN has no delay line; its RTT is the veths' (well under 1 ms). Size the queue as
         // if it were 1 ms so a 300 Mbit LAN still gets a sensible buffer.
         let rtt = Duration::from_millis(1);
         let nodes = self.nodes.clone();
         for (n, (node, node_ns)) in nodes.iter().enumerate() {
             let n = u8::try_from(n + 1).context("too many nodes")?;
-            let ip = Ipv4Addr::new(10, 200, 0, n);
+            let addr = Ipv4Addr::new(10, 200, 0, n);
             let port = ifname(format!("p-{node}"));
-            netns::ip(
+            ip(
                 node_ns,
-                &["link", "add", "name", LAN_IFACE, "type", "veth", "peer", "name", &port, "netns", &lan],
+                &format!("link add name {LAN_IFACE} type veth peer name {port} netns {lan}"),
             )?;
-            netns::ip(&lan, &["link", "set", "dev", &port, "master", "br0"])?;
-            netns::ip(&lan, &["link", "set", "dev", &port, "up"])?;
-            netns::ip(node_ns, &["addr", "add", &format!("{ip}/24"), "dev", LAN_IFACE])?;
-            netns::ip(node_ns, &["link", "set", "dev", LAN_IFACE, "up"])?;
+            ip(&lan, &format!("link set dev {port} master br0"))?;
+            ip(&lan, &format!("link set dev {port} up"))?;
+            ip(node_ns, &format!("addr add {addr}/24 dev {LAN_IFACE}"))?;
+            ip(node_ns, &format!("link set dev {LAN_IFACE} up"))?;
             shape(node_ns, LAN_IFACE, rate_bps, rtt)?;
             shape(&lan, &port, rate_bps, rtt)?;
-            self.lan_ips.push((node.clone(), ip));
+            self.lan_ips.push((node.clone(), addr));
         }
         Ok(())
     }
 
     fn build_spare(&mut self) -> Result<()> {
-        let home = self.nodes.first().map(|(_, ns)| ns.clone()).ok_or_else(|| anyhow!("no node"))?;
+        let (node, home) = self
+            .nodes
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("no node"))?;
         let inet = self.internet.clone();
         let (addr, gateway) = (Ipv4Addr::new(10, 250, 0, 2), Ipv4Addr::new(10, 250, 0, 1));
-        netns::ip(
+        let peer = "spare-home";
+        ip(
             &home,
-            &["link", "add", "name", SPARE_IFACE, "type", "veth", "peer", "name", "spare-home", "netns", &inet],
+            &format!("link add name {SPARE_IFACE} type veth peer name {peer} netns {inet}"),
         )?;
-        netns::ip(&home, &["addr", "add", &format!("{addr}/24"), "dev", SPARE_IFACE])?;
-        netns::ip(&home, &["link", "set", "dev", SPARE_IFACE, "up"])?;
-        netns::ip(&inet, &["addr", "add", &format!("{gateway}/24"), "dev", "spare-home"])?;
-        netns::ip(&inet, &["link", "set", "dev", "spare-home", "up"])?;
+        ip(&home, &format!("addr add {addr}/24 dev {SPARE_IFACE}"))?;
+        ip(&home, &format!("link set dev {SPARE_IFACE} up"))?;
+        ip(&inet, &format!("addr add {gateway}/24 dev {peer}"))?;
+        ip(&inet, &format!("link set dev {peer} up"))?;
+        let spec = LinkSpec {
+            name: SPARE_IFACE,
+            rate_bps: 0,
+            rtt: Duration::ZERO,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+        };
         let up = Uplink {
-            node: self.nodes[0].0.clone(),
-            spec: LinkSpec {
-                name: SPARE_IFACE,
-                rate_bps: 0,
-                rtt: Duration::ZERO,
-                jitter: Duration::ZERO,
-                loss: 0.0,
-            },
+            node,
+            spec,
             iface: SPARE_IFACE.to_owned(),
             node_ns: home,
             router_ns: inet,
@@ -414,7 +441,10 @@ impl Lab {
 
     /// A node's address on the LAN (`lan0`), for profiles with a LAN.
     pub fn lan_ip(&self, node: &str) -> Option<Ipv4Addr> {
-        self.lan_ips.iter().find(|(n, _)| n == node).map(|(_, ip)| *ip)
+        self.lan_ips
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, ip)| *ip)
     }
 
     /// Every uplink of every node, in profile order.
@@ -435,7 +465,11 @@ impl Lab {
     }
 
     fn find(&self, node: &str, link: &str) -> Result<(&Uplink, Option<&Link>)> {
-        if let Some(i) = self.uplinks.iter().position(|u| u.node == node && u.spec.name == link) {
+        if let Some(i) = self
+            .uplinks
+            .iter()
+            .position(|u| u.node == node && u.spec.name == link)
+        {
             return Ok((&self.uplinks[i], self.links.get(i)));
         }
         match &self.spare {
@@ -454,14 +488,16 @@ impl Lab {
     /// The delay line's control handle of an uplink (delay, jitter, loss, blackhole, stats).
     pub fn delay_control(&self, node: &str, link: &str) -> Result<Arc<DelayControl>> {
         let (_, l) = self.link(node, link)?;
-        l.control.clone().ok_or_else(|| anyhow!("{node}/{link} has no delay line"))
+        l.control
+            .clone()
+            .ok_or_else(|| anyhow!("{node}/{link} has no delay line"))
     }
 
     /// Takes the node-side interface down: the kernel drops its routes, sockets bound to it
     /// fail. Undo with [`Lab::restore`].
     pub fn cut(&self, node: &str, link: &str) -> Result<()> {
         let (u, l) = self.find(node, link)?;
-        netns::ip(&u.node_ns, &["link", "set", "dev", &u.iface, "down"])?;
+        ip(&u.node_ns, &format!("link set dev {} down", u.iface))?;
         if let Some(l) = l {
             l.state.lock().unwrap_or_else(|p| p.into_inner()).cut = true;
         }
@@ -477,7 +513,7 @@ impl Lab {
     /// Undoes [`Lab::cut`] and [`Lab::blackhole`]: interface up, routes back, packets flow.
     pub fn restore(&self, node: &str, link: &str) -> Result<()> {
         let (u, l) = self.find(node, link)?;
-        netns::ip(&u.node_ns, &["link", "set", "dev", &u.iface, "up"])?;
+        ip(&u.node_ns, &format!("link set dev {} up", u.iface))?;
         // Taking a device down deletes the routes through it; put ours back.
         add_routes(u, l.map(|l| l.k).unwrap_or(SPARE_K))?;
         if let Some(l) = l {
@@ -552,16 +588,28 @@ const SPARE_K: u8 = 99;
 /// SO_BINDTODEVICE), and a source rule + table (for sockets bound to the address).
 /// Idempotent, so `restore` can call it after the kernel flushed them on link down.
 fn add_routes(u: &Uplink, k: u8) -> Result<()> {
-    let gw = u.gateway.to_string();
-    let metric = if k == SPARE_K { 1000 } else { 10 * u32::from(k) }.to_string();
-    let table = (100 + u32::from(k)).to_string();
-    let ns = &u.node_ns;
-    netns::ip(ns, &["route", "replace", "default", "via", &gw, "dev", &u.iface, "metric", &metric])?;
-    netns::ip(ns, &["route", "replace", "default", "via", &gw, "dev", &u.iface, "table", &table])?;
-    let rules = netns::ip(ns, &["rule", "show", "from", &u.addr.to_string()])?;
+    let (gw, dev, ns, addr) = (u.gateway, &u.iface, &u.node_ns, u.addr);
+    let metric = if k == SPARE_K {
+        1000
+    } else {
+        10 * u32::from(k)
+    };
+    let table = 100 + u32::from(k);
+    ip(
+        ns,
+        &format!("route replace default via {gw} dev {dev} metric {metric}"),
+    )?;
+    ip(
+        ns,
+        &format!("route replace default via {gw} dev {dev} table {table}"),
+    )?;
+    let rules = ip(ns, &format!("rule show from {addr}"))?;
     if !rules.contains(&format!("lookup {table}")) {
-        let pref = (1000 + u32::from(k)).to_string();
-        netns::ip(ns, &["rule", "add", "pref", &pref, "from", &u.addr.to_string(), "lookup", &table])?;
+        let pref = 1000 + u32::from(k);
+        ip(
+            ns,
+            &format!("rule add pref {pref} from {addr} lookup {table}"),
+        )?;
     }
     Ok(())
 }
@@ -583,8 +631,21 @@ mod tests {
 
     #[test]
     fn tbf_parameters_are_sane() {
-        // 4 Mbit / 30 ms: BDP 15 KB, floor of 16 frames wins.
-        assert_eq!(tbf_limit(4_000_000, Duration::from_millis(30)), 16 * FRAME_BYTES);
+        // 4 Mbit / 30 ms: BDP 15 KB, the floor of two buckets wins.
+        assert_eq!(
+            tbf_limit(4_000_000, Duration::from_millis(30)),
+            20 * FRAME_BYTES
+        );
+        // Any GSO packet that tbf does not split (≤ one bucket) fits in an empty queue.
+        for rate in [
+            1_000_000,
+            4_000_000,
+            50_000_000,
+            300_000_000,
+            10_000_000_000,
+        ] {
+            assert!(tbf_limit(rate, Duration::ZERO) >= 2 * tbf_burst(rate));
+        }
         // 20 Mbit / 60 ms: one BDP = 150 KB.
         assert_eq!(tbf_limit(20_000_000, Duration::from_millis(60)), 150_000);
         assert_eq!(tbf_burst(300_000_000), 75_000);

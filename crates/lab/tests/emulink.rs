@@ -354,6 +354,8 @@ async fn dropping_the_client_ends_the_pumps_and_drops_the_far_side() {
 async fn real_clock_accuracy_is_printed() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Generated up front: CPU work inside the server task would delay the echo it just wrote.
+    let bulk = pattern(7, 2_000_000);
     let server = AbortOnDropHandle::new(tokio::spawn(async move {
         let (mut far, _) = listener.accept().await?;
         let mut b = [0; 1];
@@ -361,7 +363,7 @@ async fn real_clock_accuracy_is_printed() {
             far.read_exact(&mut b).await?;
             far.write_all(&b).await?;
         }
-        far.write_all(&pattern(7, 2_000_000)).await?;
+        far.write_all(&bulk).await?;
         far.shutdown().await
     }));
     for (mbit, rtt_ms) in [(20u64, 60u64)] {

@@ -69,7 +69,11 @@ impl Server {
                 }
             }
         });
-        Server { addr, stop, thread: Some(thread) }
+        Server {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -154,7 +158,11 @@ struct Path {
 
 fn uplink_path(lab: &Lab, node: &str, link: &str) -> Path {
     let u = lab.uplink(node, link);
-    Path { ns: u.node_ns.clone(), dev: u.iface.clone(), rtt: u.spec.rtt }
+    Path {
+        ns: u.node_ns.clone(),
+        dev: u.iface.clone(),
+        rtt: u.spec.rtt,
+    }
 }
 
 async fn connect(
@@ -189,7 +197,10 @@ fn measure_rtt(lab: &Lab, path: &Path, server: SocketAddr) -> Duration {
     let samples = lab
         .in_ns(&path.ns, move || {
             let _ = lab::delayline::set_thread_realtime(10);
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 let mut samples = Vec::new();
                 for _ in 0..9 {
@@ -211,7 +222,10 @@ fn measure_rtt(lab: &Lab, path: &Path, server: SocketAddr) -> Duration {
 fn steady_rates(buckets: &[u64], warmup: Duration) -> Vec<f64> {
     let skip = (warmup.as_nanos() / BUCKET.as_nanos()) as usize;
     let n = buckets.len().saturating_sub(1);
-    buckets[skip.min(n)..n].iter().map(|b| *b as f64 * 8.0 / BUCKET.as_secs_f64()).collect()
+    buckets[skip.min(n)..n]
+        .iter()
+        .map(|b| *b as f64 * 8.0 / BUCKET.as_secs_f64())
+        .collect()
 }
 
 /// Warmup and total duration of a bulk transfer: slow start needs a few RTTs.
@@ -222,8 +236,12 @@ fn durations(rtt: Duration) -> (Duration, Duration) {
 
 async fn measure_download(lab: &Lab, path: &Path, server: SocketAddr) -> f64 {
     let (warmup, total) = durations(path.rtt);
-    let mut c = connect(lab, path, server, Duration::from_secs(5)).await.unwrap();
-    c.write_all(&header(b'D', total.as_millis() as u32)).await.unwrap();
+    let mut c = connect(lab, path, server, Duration::from_secs(5))
+        .await
+        .unwrap();
+    c.write_all(&header(b'D', total.as_millis() as u32))
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut buckets: Vec<u64> = Vec::new();
     let mut start = None;
@@ -244,7 +262,9 @@ async fn measure_download(lab: &Lab, path: &Path, server: SocketAddr) -> f64 {
 
 async fn measure_upload(lab: &Lab, path: &Path, server: SocketAddr) -> f64 {
     let (warmup, total) = durations(path.rtt);
-    let mut c = connect(lab, path, server, Duration::from_secs(5)).await.unwrap();
+    let mut c = connect(lab, path, server, Duration::from_secs(5))
+        .await
+        .unwrap();
     c.write_all(&header(b'U', 0)).await.unwrap();
     let chunk = vec![0xa5u8; 64 * 1024];
     let end = Instant::now() + total;
@@ -254,8 +274,10 @@ async fn measure_upload(lab: &Lab, path: &Path, server: SocketAddr) -> f64 {
     c.shutdown().await.unwrap();
     let mut out = Vec::new();
     c.read_to_end(&mut out).await.unwrap();
-    let buckets: Vec<u64> =
-        out.chunks_exact(8).map(|b| u64::from_be_bytes(b.try_into().unwrap())).collect();
+    let buckets: Vec<u64> = out
+        .chunks_exact(8)
+        .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+        .collect();
     median(steady_rates(&buckets, warmup))
 }
 
@@ -283,7 +305,8 @@ async fn check_profile(name: &str) {
         control.set_loss(u.spec.loss);
         let nominal_rtt = u.spec.rtt.as_secs_f64();
         let nominal = u.spec.rate_bps as f64;
-        let good = within(rtt.as_secs_f64(), nominal_rtt) && within(down, nominal) && within(up, nominal);
+        let good =
+            within(rtt.as_secs_f64(), nominal_rtt) && within(down, nominal) && within(up, nominal);
         ok &= good;
         report.push(format!(
             "{name:7} {node:8} {link:5} rate {:5.1} Mbit: down {:6.2} up {:6.2} | rtt {:4} ms: {:7.2} ms {}",
@@ -306,7 +329,8 @@ async fn check_profile(name: &str) {
         let rtt = measure_rtt(&lab, &path, lan_server.addr);
         let down = measure_download(&lab, &path, lan_server.addr).await;
         let up = measure_upload(&lab, &path, lan_server.addr).await;
-        let good = within(down, rate as f64) && within(up, rate as f64) && rtt < Duration::from_millis(5);
+        let good =
+            within(down, rate as f64) && within(up, rate as f64) && rtt < Duration::from_millis(5);
         ok &= good;
         report.push(format!(
             "{name:7} phone-1  lan0  rate {:5.1} Mbit: down {:6.2} up {:6.2} | rtt    0 ms: {:7.2} ms {}",
@@ -361,18 +385,23 @@ fn loss_matches_profile() {
     let lab = Lab::build(&p).unwrap();
     let ip = lab.origin_ip();
     let rx = lab
-        .in_ns(lab.internet_ns(), move || std::net::UdpSocket::bind((ip, 0)))
+        .in_ns(lab.internet_ns(), move || {
+            std::net::UdpSocket::bind((ip, 0))
+        })
         .unwrap()
         .unwrap();
     let to = rx.local_addr().unwrap();
     let addr = lab.uplink("home", "4g").addr;
     let tx = lab
-        .in_ns(lab.node_ns("home"), move || std::net::UdpSocket::bind((addr, 0)))
+        .in_ns(lab.node_ns("home"), move || {
+            std::net::UdpSocket::bind((addr, 0))
+        })
         .unwrap()
         .unwrap();
     const N: u32 = 3000;
     // Receive while sending: a socket buffer holds only a few hundred small datagrams.
-    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let receiver = std::thread::spawn(move || {
         let mut got = 0u32;
         let mut b = [0u8; 16];
@@ -389,10 +418,71 @@ fn loss_matches_profile() {
     }
     let got = receiver.join().unwrap();
     let loss = 1.0 - f64::from(got) / f64::from(N);
-    println!("lossy/4g: {got}/{N} received, loss {:.2}% (nominal 2%)", loss * 100.0);
+    println!(
+        "lossy/4g: {got}/{N} received, loss {:.2}% (nominal 2%)",
+        loss * 100.0
+    );
     // 3000 packets at 2%: mean 60 lost, sd ~7.7; [1%, 3.3%] is beyond 3.5 sd either way.
     assert!((0.01..=0.033).contains(&loss), "loss {loss}");
     assert!(lab.delay_control("home", "4g").unwrap().stats().lost > 0);
+}
+
+/// Jitter spreads RTTs within `[rtt, rtt + 2 × jitter]` but never reorders packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_spreads_rtt_but_keeps_order() {
+    if !root_or_skip("jitter_spreads_rtt_but_keeps_order") {
+        return;
+    }
+    let lab = Lab::build(&profile("skewed").unwrap()).unwrap();
+    let server = Server::start(&lab);
+    let control = lab.delay_control("home", "fiber").unwrap();
+    control.set_jitter(Duration::from_millis(10));
+    let path = uplink_path(&lab, "home", "fiber");
+    let rtt = measure_rtt(&lab, &path, server.addr);
+    println!("fiber 10 ms with 10 ms jitter each way: median rtt {rtt:?}");
+    assert!(
+        rtt > Duration::from_millis(11) && rtt < Duration::from_millis(30),
+        "{rtt:?}"
+    );
+
+    // UDP carries sequence numbers; a reordering delay line would show it here.
+    let ip = lab.origin_ip();
+    let rx = lab
+        .in_ns(lab.internet_ns(), move || {
+            std::net::UdpSocket::bind((ip, 0))
+        })
+        .unwrap()
+        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let to = rx.local_addr().unwrap();
+    let receiver = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut b = [0u8; 16];
+        while let Ok(n) = rx.recv(&mut b) {
+            seen.push(u32::from_be_bytes(b[..n].try_into().unwrap()));
+        }
+        seen
+    });
+    let addr = path_addr(&lab, "home", "fiber");
+    let tx = lab
+        .in_ns(&path.ns, move || std::net::UdpSocket::bind((addr, 0)))
+        .unwrap()
+        .unwrap();
+    for i in 0..500u32 {
+        tx.send_to(&i.to_be_bytes(), to).unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let seen = receiver.join().unwrap();
+    assert_eq!(seen.len(), 500, "lost packets without loss configured");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "jitter reordered packets"
+    );
+}
+
+fn path_addr(lab: &Lab, node: &str, link: &str) -> Ipv4Addr {
+    lab.uplink(node, link).addr
 }
 
 /// Test (b): cut, blackhole and restore; set_rate; counters; the spare interface.
@@ -402,7 +492,13 @@ async fn cut_blackhole_restore() {
         return;
     }
     let p = profile("home").unwrap();
-    let lab = Lab::build_with(&p, LabOptions { extra_unnamed_iface: true }).unwrap();
+    let lab = Lab::build_with(
+        &p,
+        LabOptions {
+            extra_unnamed_iface: true,
+        },
+    )
+    .unwrap();
     let server = Server::start(&lab);
     let (node, link) = ("home", "4g-b");
     let iface = lab.uplink(node, link).iface.clone();
@@ -421,7 +517,10 @@ async fn cut_blackhole_restore() {
     lab.cut(node, link).unwrap();
     assert!(!netns::is_up(&ns, &iface).unwrap());
     assert!(lab.is_cut(node, link).unwrap());
-    assert!(connect(&lab, &path, server.addr, short).await.is_err(), "connect through a cut link");
+    assert!(
+        connect(&lab, &path, server.addr, short).await.is_err(),
+        "connect through a cut link"
+    );
     // The other uplinks are unaffected.
     measure_rtt(&lab, &uplink_path(&lab, node, "adsl"), server.addr);
 
@@ -429,7 +528,10 @@ async fn cut_blackhole_restore() {
     lab.restore(node, link).unwrap();
     assert!(netns::is_up(&ns, &iface).unwrap());
     let routes = netns::ip(&ns, &["route", "show", "default", "dev", &iface]).unwrap();
-    assert!(routes.contains("via"), "default route not restored: {routes}");
+    assert!(
+        routes.contains("via"),
+        "default route not restored: {routes}"
+    );
     measure_rtt(&lab, &path, server.addr);
 
     // Blackhole: an established connection stalls and new connects time out, while the
@@ -438,11 +540,19 @@ async fn cut_blackhole_restore() {
     old.set_nodelay(true).unwrap();
     old.write_all(&header(b'E', 0)).await.unwrap();
     lab.blackhole(node, link).unwrap();
-    assert!(netns::is_up(&ns, &iface).unwrap(), "blackhole must leave the interface up");
-    assert!(connect(&lab, &path, server.addr, short).await.is_err(), "connect through a blackhole");
+    assert!(
+        netns::is_up(&ns, &iface).unwrap(),
+        "blackhole must leave the interface up"
+    );
+    assert!(
+        connect(&lab, &path, server.addr, short).await.is_err(),
+        "connect through a blackhole"
+    );
     old.write_all(b"?").await.unwrap();
     let mut b = [0u8; 1];
-    let stalled = tokio::time::timeout(short, old.read_exact(&mut b)).await.is_err();
+    let stalled = tokio::time::timeout(short, old.read_exact(&mut b))
+        .await
+        .is_err();
     assert!(stalled, "echo came back through a blackhole");
     assert!(lab.delay_control(node, link).unwrap().stats().blackholed > 0);
 
@@ -459,17 +569,27 @@ async fn cut_blackhole_restore() {
     lab.set_rate(node, "adsl", 2_000_000).unwrap();
     let down = measure_download(&lab, &uplink_path(&lab, node, "adsl"), server.addr).await;
     println!("adsl at 2 Mbit: {:.2} Mbit", down / 1e6);
-    assert!((down - 2e6).abs() < 0.15 * 2e6, "set_rate 2 Mbit measured {down}");
+    assert!(
+        (down - 2e6).abs() < 0.15 * 2e6,
+        "set_rate 2 Mbit measured {down}"
+    );
 
     // spare0 reaches the origin directly.
     let spare = lab.spare().unwrap().clone();
     let s = socket(&lab, &ns, &spare.iface);
-    tokio::time::timeout(short, s.connect(server.addr)).await.unwrap().unwrap();
+    tokio::time::timeout(short, s.connect(server.addr))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 fn lab_namespaces_left(id: &str) -> Vec<String> {
     let prefix = format!("bt-{id}-");
-    netns::list().unwrap().into_iter().filter(|n| n.starts_with(&prefix)).collect()
+    netns::list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
 }
 
 /// Test (c): no namespace of a lab survives its drop, nor a panic in the test body, and
@@ -479,13 +599,20 @@ fn namespaces_are_removed_on_drop_and_panic() {
     if !root_or_skip("namespaces_are_removed_on_drop_and_panic") {
         return;
     }
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Lab>(); // tests and benchmarks share one lab across tasks
+
     let p = profile("peers").unwrap();
+    let t = Instant::now();
     let lab = Lab::build(&p).unwrap();
+    println!("peers lab built in {:?}", t.elapsed());
     let id = lab.id().to_owned();
     let names: Vec<String> = lab.namespaces().map(str::to_owned).collect();
     assert_eq!(lab_namespaces_left(&id).len(), names.len());
     assert!(names.iter().all(|n| n.starts_with("bt-")));
+    let t = Instant::now();
     drop(lab);
+    println!("peers lab dropped in {:?}", t.elapsed());
     assert_eq!(lab_namespaces_left(&id), Vec::<String>::new());
 
     let ids = std::sync::Mutex::new(None);
@@ -493,7 +620,11 @@ fn namespaces_are_removed_on_drop_and_panic() {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let lab = Lab::build(&profile("skewed").unwrap()).unwrap();
         *ids.lock().unwrap() = Some(lab.id().to_owned());
-        let child = lab.command(lab.internet_ns(), "sleep").arg("600").spawn().unwrap();
+        let child = lab
+            .command(lab.internet_ns(), "sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
         *child_pid.lock().unwrap() = Some(child.id());
         std::mem::forget(child);
         panic!("test body panics with the lab alive");
@@ -505,8 +636,17 @@ fn namespaces_are_removed_on_drop_and_panic() {
     // The killed child is a zombie until reaped; a zombie has state Z.
     std::thread::sleep(Duration::from_millis(100));
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = state.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("X");
-    assert!(state == "Z" || state == "X", "process in the namespace survived: state {state}");
+    let state = state
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next()
+        .unwrap_or("X");
+    assert!(
+        state == "Z" || state == "X",
+        "process in the namespace survived: state {state}"
+    );
 }
 
 /// The namespace primitives on their own: run in a namespace, read counters, stale cleanup
@@ -520,12 +660,16 @@ fn netns_primitives() {
     let ns = netns::Netns::create(&name).unwrap();
     netns::ip(&name, &["addr", "add", "127.0.0.2/8", "dev", "lo"]).ok();
     // A listener made inside the namespace is only reachable from inside it.
-    let l = netns::in_netns(&name, || TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).unwrap().unwrap();
-    let port = l.local_addr().unwrap().port();
-    let (rx0, _) = netns::counters(&name, "lo").unwrap();
-    netns::in_netns(&name, move || TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(drop))
+    let l = netns::in_netns(&name, || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .unwrap()
         .unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (rx0, _) = netns::counters(&name, "lo").unwrap();
+    netns::in_netns(&name, move || {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(drop)
+    })
+    .unwrap()
+    .unwrap();
     let (rx1, tx1) = netns::counters(&name, "lo").unwrap();
     assert!(rx1 > rx0 && tx1 > 0);
     let out = netns::run(netns::exec(&name, "ip").args(["-o", "link"])).unwrap();

@@ -1,4 +1,5 @@
 //! One file per CLI subcommand.
 
+pub mod demo;
 pub mod start;
 pub mod status;

@@ -171,10 +171,24 @@ proptest! {
 
     #[test]
     fn decoded_requests_answer_every_question(
-        target in "[ -~]{0,40}",
-        method in prop_oneof![Just("GET".to_owned()), Just("CONNECT".to_owned()), Just(TOKEN.to_owned())],
-        headers in arb_headers(),
+        target in prop_oneof![
+            "http://[a-z.]{1,10}(:[0-9]{0,5})?([/?][!-~]{0,20})?",
+            "[a-z.]{1,10}:[0-9]{1,5}",
+            "[ -~]{0,40}",
+        ],
+        method in prop_oneof![Just("GET".to_owned()), Just("CONNECT".to_owned()), TOKEN],
+        mut headers in arb_headers(),
+        hop in proptest::collection::vec(
+            prop_oneof![
+                Just("Content-Length"), Just("Transfer-Encoding"), Just("Host"),
+                Just("Connection"), Just("TE"), Just("X-Custom"),
+            ],
+            0..4,
+        ),
     ) {
+        // Name framing headers as connection options: stripping must not change framing.
+        headers.push(Header::new("Connection", hop.join(", ")));
+        headers.extend(hop.iter().map(|name| Header::new(*name, "1")));
         let head = RequestHead { method, target, version_minor: 1, headers };
         let _ = head.body_framing();
         let _ = head.keep_alive();

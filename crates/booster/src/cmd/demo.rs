@@ -1,0 +1,182 @@
+//! `booster demo`: the whole system on emulated uplinks shaped like the seed's story (a slow
+//! ADSL line plus two phones on 4G), in-process, with no root and no setup. It measures, side
+//! by side in one run, each link alone, the link sum, and booster, then prints a table and
+//! writes a plot of per-link throughput over time.
+
+use crate::{
+    client::get_count,
+    config::{Config, FileConfig, Overrides, Tier},
+    run::{self, Extras},
+    source::{Source, SourceKind},
+};
+use lab::{emulink::EmuLink, origin::Origin, plot, profile};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::time::Instant;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Lab profile to emulate.
+    #[arg(long, default_value = "home")]
+    pub profile: String,
+    /// Where to write the throughput plot.
+    #[arg(long, default_value = "booster-demo.svg")]
+    pub plot: PathBuf,
+    /// Parallel downloads in the "many connections" run.
+    #[arg(long, default_value_t = 12)]
+    pub parallel: usize,
+    /// Seconds each link is measured alone.
+    #[arg(long, default_value_t = 6)]
+    pub seconds: u64,
+}
+
+/// Per-link byte counters sampled over the whole demo, for the plot.
+type Samples = Arc<Mutex<Vec<(f64, Vec<u64>)>>>;
+
+pub async fn run(args: DemoArgs) -> ExitCode {
+    match demo(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("booster demo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let Some(prof) = profile::profile(&args.profile) else {
+        anyhow::bail!("unknown profile `{}` (try: {})", args.profile, profile::PROFILE_NAMES.join(", "));
+    };
+    let specs: Vec<profile::LinkSpec> = prof.links().map(|(_, l)| l.clone()).collect();
+    let desc: Vec<String> = specs.iter().map(|l| format!("{} {} Mbit/{} ms", l.name, l.rate_bps / 1_000_000, l.rtt.as_millis())).collect();
+    println!("booster demo: the `{}` profile emulated in-process ({})", prof.name, desc.join(", "));
+    println!("Each link is shaped in both directions (rate, RTT); the origin and the node run on loopback.\n");
+
+    let origin = Origin::serve(std::net::TcpListener::bind("127.0.0.1:0")?, Default::default())?;
+    let origin_addr = origin.local_addr();
+    let links: Vec<EmuLink> = specs.iter().map(EmuLink::new).collect();
+
+    // Sample every link's counter every 250 ms for the plot.
+    let t0 = Instant::now();
+    let samples: Samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let (links, samples) = (links.clone(), samples.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let v = links.iter().map(|l| l.bytes_down()).collect();
+                samples.lock().expect("sampler lock").push((t0.elapsed().as_secs_f64(), v));
+            }
+        })
+    };
+
+    // 1. Every link alone, all at the same time: the link sum, and the best single link.
+    let secs = args.seconds.max(2);
+    println!("[1/3] measuring each link alone, all at once, for {secs} s ...");
+    let alone = futures::future::join_all(links.iter().map(|link| {
+        let link = link.clone();
+        async move {
+            let stop = Instant::now() + Duration::from_secs(secs);
+            let start = Instant::now();
+            let s = link.connect(origin_addr).await?;
+            let n = get_count(s, &origin_addr.to_string(), "/file/1GB", Some(stop)).await.map_err(anyhow::Error::msg)?;
+            anyhow::Ok(n as f64 / start.elapsed().as_secs_f64())
+        }
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<f64>, _>>()?;
+    let link_sum: f64 = alone.iter().sum();
+    let (best_i, best) = alone.iter().copied().enumerate().fold((0, 0.0), |a, (i, r)| if r > a.1 { (i, r) } else { a });
+
+    // 2. A booster node over the same links. It starts cold, as after installation: a short
+    // warm-up lets it learn each link's capacity (a real node remembers it across restarts).
+    let dir = tempfile_dir()?;
+    let cfg = Config::build(
+        FileConfig::default(),
+        Overrides {
+            listen: Some("127.0.0.1:0".parse()?),
+            api: Some("127.0.0.1:0".parse()?),
+            iface: vec![],
+            data_dir: Some(dir.clone()),
+            probe_target: Some("none".into()),
+        },
+    )?;
+    let mut cfg = cfg;
+    cfg.uplinks.clear();
+    // Only the emulated links: never the machine's own interfaces.
+    cfg.discover = false;
+    let sources = links.iter().map(|l| Source::new(l.name().to_string(), SourceKind::Emulated(l.clone()), Tier::Primary, None, None)).collect();
+    let running = run::start(cfg, Extras { sources, no_store: true }).await?;
+    let proxy = running.proxy_addr;
+    println!("[2/3] booster node on {proxy}: warming up (learning link capacities) ...");
+    parallel(proxy, origin_addr, args.parallel, "/file/2MB").await?;
+    println!("[3/3] {} parallel 4 MB downloads through booster's proxy ...", args.parallel);
+    let (bytes, took) = parallel(proxy, origin_addr, args.parallel, "/file/4MB").await?;
+    let boosted = bytes as f64 / took;
+    running.shutdown().await;
+    sampler.abort();
+
+    let mb = |r: f64| r / 1e6;
+    println!();
+    println!("{:<44} {:>8} {:>12} {:>13}", "what", "MB/s", "of link sum", "vs best link");
+    println!("{:<44} {:>8.2} {:>11.0}% {:>13}", "each link alone, all at once (the link sum)", mb(link_sum), 100.0, "");
+    for (l, r) in specs.iter().zip(&alone) {
+        println!("{:<44} {:>8.2} {:>11.0}% {:>12.2}×", format!("  {} alone", l.name), mb(*r), r / link_sum * 100.0, r / best);
+    }
+    println!("{:<44} {:>8.2} {:>11.0}% {:>12.2}×", format!("best single link ({})", specs[best_i].name), mb(best), best / link_sum * 100.0, 1.0);
+    println!(
+        "{:<44} {:>8.2} {:>11.0}% {:>12.2}×",
+        format!("{} parallel downloads through booster", args.parallel),
+        mb(boosted),
+        boosted / link_sum * 100.0,
+        boosted / best
+    );
+    println!("{:<44} {:>8} {:>12} {:>13}", "one download over every link (booster get)", "-", "coming", "(issue 5)");
+    println!("{:<44} {:>8} {:>12} {:>13}", "one stream over the bond (booster relay)", "-", "coming", "(issue 6)");
+
+    let samples = samples.lock().expect("sampler lock").clone();
+    let series: Vec<plot::Series> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| plot::Series {
+            label: format!("{} ({} Mbit/s)", l.name, l.rate_bps / 1_000_000),
+            points: plot::rates_mbit(&samples.iter().map(|(t, v)| (*t, v[i])).collect::<Vec<_>>()),
+        })
+        .collect();
+    plot::line_chart_svg(&args.plot, "booster demo: throughput per link (first: each alone; then through booster)", "Mbit/s", &series)?;
+    println!("\nplot of per-link throughput over time: {}", args.plot.display());
+    println!("Next: `booster start` runs a real node on your own uplinks; see README.md.");
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// Runs `n` downloads of `path` at once through the proxy; returns (bytes, seconds until the last finished).
+async fn parallel(proxy: std::net::SocketAddr, origin: std::net::SocketAddr, n: usize, path: &str) -> anyhow::Result<(u64, f64)> {
+    let start = Instant::now();
+    let url = format!("http://{origin}{path}");
+    let results = futures::future::join_all((0..n).map(|_| {
+        let url = url.clone();
+        async move {
+            let s = tokio::net::TcpStream::connect(proxy).await?;
+            get_count(s, &origin.to_string(), &url, None).await.map_err(anyhow::Error::msg)
+        }
+    }))
+    .await;
+    let mut total = 0;
+    for r in results {
+        total += r?;
+    }
+    Ok((total, start.elapsed().as_secs_f64()))
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("booster-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
