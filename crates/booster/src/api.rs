@@ -19,6 +19,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/status", get(status))
         .route("/api/sources", get(sources))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(middleware::from_fn_with_state(node.clone(), auth))
         .with_state(node)
 }
@@ -42,7 +43,11 @@ async fn auth(State(node): State<Arc<Node>>, req: Request, next: Next) -> Respon
 }
 
 async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    let usable = node.sources().iter().filter(|s| s.usable(std::time::Instant::now())).count();
+    let usable = node
+        .sources()
+        .iter()
+        .filter(|s| s.usable(std::time::Instant::now()))
+        .count();
     Json(json!({ "ok": usable > 0, "usable_sources": usable, "uptime_secs": node.started.elapsed().as_secs() }))
 }
 

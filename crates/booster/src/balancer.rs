@@ -41,7 +41,9 @@ const SATURATED: f64 = 0.9;
 
 impl Default for ExpectedCompletion {
     fn default() -> Self {
-        ExpectedCompletion { typical_bytes: TYPICAL_BYTES }
+        ExpectedCompletion {
+            typical_bytes: TYPICAL_BYTES,
+        }
     }
 }
 
@@ -123,7 +125,12 @@ pub async fn connect(node: &Node, target: &Target, scorer: &dyn Scorer) -> Resul
     for source in ranked.iter().take(node.config.connect_attempts) {
         let attempt = {
             let _connecting = ConnectingGuard::new(source);
-            let allow = |ip| policies.address_verdict(&source.name, name.as_deref(), ip) != Verdict::Deny;
+            // Address rules decide again now that the name resolved: a destination refused by
+            // address, or an uplink denied for it, cannot be reached by asking for a name.
+            let allow = |ip| {
+                !policies.refused(name.as_deref(), Some(ip))
+                    && policies.address_verdict(&source.name, name.as_deref(), ip) != Verdict::Deny
+            };
             dial(source, target, &node.dial_opts, &node.dns, allow).await
         };
         match attempt {
@@ -154,17 +161,30 @@ mod tests {
     use super::*;
     use crate::{
         config::{Config, FileConfig, Overrides},
-        policy::{PolicyKind, PolicySpec, Policies},
+        policy::{Policies, PolicyKind, PolicySpec},
         source::SourceKind,
     };
 
     fn node() -> Node {
-        let cfg = Config::build(FileConfig::default(), Overrides { probe_target: Some("none".into()), ..Default::default() }).unwrap();
+        let cfg = Config::build(
+            FileConfig::default(),
+            Overrides {
+                probe_target: Some("none".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         Node::new(cfg, None).unwrap()
     }
 
     fn add(node: &Node, name: &str, tier: Tier, mbit: f64) -> Arc<Source> {
-        node.add_source(Source::new(name.into(), SourceKind::Iface { name: name.into() }, tier, None, Some(mbit * 1e6 / 8.0)))
+        node.add_source(Source::new(
+            name.into(),
+            SourceKind::Iface { name: name.into() },
+            tier,
+            None,
+            Some(mbit * 1e6 / 8.0),
+        ))
     }
 
     /// Simulates a burst of `n` simultaneous connections: each picks the head of the ranking
@@ -212,7 +232,13 @@ mod tests {
     fn over_cap_uplinks_become_backup() {
         let n = node();
         add(&n, "eth0", Tier::Primary, 4.0);
-        let capped = n.add_source(Source::new("wwan0".into(), SourceKind::Iface { name: "wwan0".into() }, Tier::Primary, Some(100), Some(20e6 / 8.0)));
+        let capped = n.add_source(Source::new(
+            "wwan0".into(),
+            SourceKind::Iface { name: "wwan0".into() },
+            Tier::Primary,
+            Some(100),
+            Some(20e6 / 8.0),
+        ));
         let target = Target::new("10.99.0.1", 80);
         let ranked = rank(&n, &target, &ExpectedCompletion::default(), Instant::now()).unwrap();
         assert_eq!(ranked[0].name, "wwan0");
@@ -228,17 +254,33 @@ mod tests {
         add(&n, "wwan0", Tier::Primary, 20.0);
         n.set_policies(
             Policies::new(&[
-                PolicySpec { kind: PolicyKind::Avoid, uplink: Some("wwan0".into()), hosts: vec!["video.example".into()], ttl: None },
-                PolicySpec { kind: PolicyKind::Block, uplink: None, hosts: vec!["ads.example".into()], ttl: None },
+                PolicySpec {
+                    kind: PolicyKind::Avoid,
+                    uplink: Some("wwan0".into()),
+                    hosts: vec!["video.example".into()],
+                    ttl: None,
+                },
+                PolicySpec {
+                    kind: PolicyKind::Block,
+                    uplink: None,
+                    hosts: vec!["ads.example".into()],
+                    ttl: None,
+                },
             ])
             .unwrap(),
         );
         let s = ExpectedCompletion::default();
         let ranked = rank(&n, &Target::new("video.example", 443), &s, Instant::now()).unwrap();
-        assert_eq!(ranked.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["eth0", "wwan0"]);
+        assert_eq!(
+            ranked.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["eth0", "wwan0"]
+        );
         let ranked = rank(&n, &Target::new("news.example", 443), &s, Instant::now()).unwrap();
         assert_eq!(ranked[0].name, "wwan0");
-        assert!(matches!(rank(&n, &Target::new("ads.example", 443), &s, Instant::now()), Err(DialError::Policy)));
+        assert!(matches!(
+            rank(&n, &Target::new("ads.example", 443), &s, Instant::now()),
+            Err(DialError::Policy)
+        ));
     }
 
     #[test]
@@ -246,11 +288,23 @@ mod tests {
         let n = node();
         add(&n, "eth0", Tier::Primary, 20.0);
         add(&n, "wwan0", Tier::Primary, 20.0);
-        n.set_policies(Policies::new(&[PolicySpec { kind: PolicyKind::Sticky, uplink: None, hosts: vec!["bank.example".into()], ttl: None }]).unwrap());
+        n.set_policies(
+            Policies::new(&[PolicySpec {
+                kind: PolicyKind::Sticky,
+                uplink: None,
+                hosts: vec!["bank.example".into()],
+                ttl: None,
+            }])
+            .unwrap(),
+        );
         let target = Target::new("bank.example", 443);
         let s = ExpectedCompletion::default();
         let first = rank(&n, &target, &s, Instant::now()).unwrap()[0].clone();
-        n.stick(target.host_str(), first.name.clone(), Instant::now() + Duration::from_secs(60));
+        n.stick(
+            target.host_str(),
+            first.name.clone(),
+            Instant::now() + Duration::from_secs(60),
+        );
         // Load the stuck source so that, without stickiness, the other would win.
         first.open.store(50, Relaxed);
         assert_eq!(rank(&n, &target, &s, Instant::now()).unwrap()[0].name, first.name);

@@ -9,13 +9,18 @@ pub async fn get_json(api: &str, path: &str, token: Option<&str>) -> Result<serd
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(conn);
     let mut req = hyper::Request::get(path).header("host", addr);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = send.send_request(req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+    let resp = send
+        .send_request(req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| e.to_string())?;
     let status = resp.status();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     driver.abort();
@@ -28,14 +33,24 @@ pub async fn get_json(api: &str, path: &str, token: Option<&str>) -> Result<serd
 /// Sends `GET uri` over an already-open stream and counts the body bytes, stopping early at
 /// `stop_at` if given. `uri` may be origin-form (`/file/1MB`, to a server) or absolute-form
 /// (`http://host/file/1MB`, to a proxy). Returns the body bytes received.
-pub async fn get_count<S>(stream: S, host: &str, uri: &str, stop_at: Option<tokio::time::Instant>) -> Result<u64, String>
+pub async fn get_count<S>(
+    stream: S,
+    host: &str,
+    uri: &str,
+    stop_at: Option<tokio::time::Instant>,
+) -> Result<u64, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use hyper::body::Body;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(conn);
-    let req = hyper::Request::get(uri).header("host", host).body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    let req = hyper::Request::get(uri)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         driver.abort();

@@ -159,6 +159,9 @@ pub enum ConfigError {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
+/// Client connections served at once. Each holds two sockets, and two pipes while it moves
+/// data; `booster start` lowers this default to fit the open-file limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 pub const DEFAULT_API: &str = "127.0.0.1:4884";
 /// Reachability probe target: a well-known anycast resolver's HTTPS port. Any host that accepts
 /// TCP works; set `probe_target = "none"` to switch probing off.
@@ -249,12 +252,7 @@ impl Config {
                     (Some(p), None) => p,
                     (None, Some(path)) => Secret::new(
                         std::fs::read_to_string(&path)
-                            .map_err(|e| {
-                                invalid(format!(
-                                    "auth.password_file {}: cannot read: {e}",
-                                    path.display()
-                                ))
-                            })?
+                            .map_err(|e| invalid(format!("auth.password_file {}: cannot read: {e}", path.display())))?
                             .trim_end_matches(['\n', '\r'])
                             .to_string(),
                     ),
@@ -263,11 +261,7 @@ impl Config {
                             "auth: set either `password` or `password_file`, not both".into(),
                         ))
                     }
-                    (None, None) => {
-                        return Err(invalid(
-                            "auth: `password` or `password_file` is required".into(),
-                        ))
-                    }
+                    (None, None) => return Err(invalid("auth: `password` or `password_file` is required".into())),
                 };
                 if a.username.is_empty() || a.username.len() > 255 {
                     return Err(invalid("auth.username must be 1 to 255 bytes".into()));
@@ -302,8 +296,7 @@ impl Config {
             None => Some(DEFAULT_PROBE_TARGET.to_string()),
         };
         if let Some(t) = &probe_target {
-            crate::target::Target::parse_host_port(t)
-                .map_err(|e| invalid(format!("probe_target `{t}`: {e}")))?;
+            crate::target::Target::parse_host_port(t).map_err(|e| invalid(format!("probe_target `{t}`: {e}")))?;
         }
 
         let dns_servers = match file.dns_servers {
@@ -346,7 +339,7 @@ impl Config {
             handshake_timeout: d(file.handshake_timeout, 10_000),
             idle_timeout: d(file.idle_timeout, 300_000),
             drain_timeout: d(file.drain_timeout, 5_000),
-            max_connections: file.max_connections.unwrap_or(16_384),
+            max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             connect_attempts: file.connect_attempts.unwrap_or(3),
             sticky_ttl: d(file.sticky_ttl, 600_000),
             dns_servers,
@@ -359,9 +352,9 @@ impl Config {
         if cfg.connect_attempts == 0 {
             return Err(invalid("connect_attempts must be at least 1".into()));
         }
-        if cfg.connect_timeout.is_zero() || cfg.handshake_timeout.is_zero() {
+        if cfg.connect_timeout.is_zero() || cfg.handshake_timeout.is_zero() || cfg.idle_timeout.is_zero() {
             return Err(invalid(
-                "connect_timeout and handshake_timeout must be above zero".into(),
+                "connect_timeout, handshake_timeout and idle_timeout must be above zero".into(),
             ));
         }
         Ok(cfg)

@@ -30,6 +30,8 @@ pub struct DialOpts {
     pub attempt_delay: Duration,
     /// `TCP_NOTSENT_LOWAT`, for senders that want shallow kernel queues.
     pub notsent_lowat: Option<u32>,
+    /// A reachability probe: not counted as a connection of the source.
+    pub probe: bool,
 }
 
 impl Default for DialOpts {
@@ -38,6 +40,7 @@ impl Default for DialOpts {
             connect_timeout: Duration::from_secs(5),
             attempt_delay: Duration::from_millis(250),
             notsent_lowat: None,
+            probe: false,
         }
     }
 }
@@ -233,17 +236,33 @@ pub async fn dial(
     if ips.is_empty() {
         return Err(DialError::Policy);
     }
-    let addrs: Vec<SocketAddr> = interleave(ips).into_iter().map(|ip| SocketAddr::new(ip, target.port)).collect();
+    let addrs: Vec<SocketAddr> = interleave(ips)
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, target.port))
+        .collect();
     let started = Instant::now();
     let inner = tokio::time::timeout(opts.connect_timeout, happy_eyeballs(source, &addrs, opts))
         .await
         .map_err(|_| DialError::Timeout)??;
     let connect_time = started.elapsed();
     let (local_addr, peer_addr) = match &inner {
-        Upstream::Tcp(t) => (t.local_addr().map_err(DialError::Io)?, t.peer_addr().map_err(DialError::Io)?),
+        Upstream::Tcp(t) => (
+            t.local_addr().map_err(DialError::Io)?,
+            t.peer_addr().map_err(DialError::Io)?,
+        ),
         Upstream::Emu(_) => ("0.0.0.0:0".parse().expect("literal"), addrs[0]),
     };
-    Ok(Metered { inner, guard: source.open_guard(), local_addr, peer_addr, connect_time })
+    Ok(Metered {
+        inner,
+        guard: if opts.probe {
+            source.probe_guard()
+        } else {
+            source.open_guard()
+        },
+        local_addr,
+        peer_addr,
+        connect_time,
+    })
 }
 
 /// RFC 8305 §4: alternate address families, IPv6 first.
@@ -307,20 +326,37 @@ async fn connect_one(source: &Source, addr: SocketAddr, opts: &DialOpts) -> Resu
     }
 }
 
-/// A TCP socket bound to `iface`. Where `SO_BINDTODEVICE` is not permitted (no CAP_NET_RAW on
-/// an old kernel), it binds to the interface's source address instead and warns once: that
-/// only works with source policy routing. Any other failure is an error, never a silent
-/// fallback to the default route.
+/// A TCP socket bound to `iface` (see [`bind_to_uplink`]).
 fn bound_socket(iface: &str, addr: SocketAddr) -> Result<tokio::net::TcpSocket, DialError> {
-    let bind_err = |err: io::Error| DialError::BindFailed { iface: iface.to_string(), err };
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(DialError::Io)?;
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let sock =
+        socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(DialError::Io)?;
     sock.set_nonblocking(true).map_err(DialError::Io)?;
-    match sys::bind_device(&sock, iface) {
-        Ok(()) => {}
+    bind_to_uplink(&sock, iface, addr.is_ipv4()).map_err(|err| DialError::BindFailed {
+        iface: iface.to_string(),
+        err,
+    })?;
+    let std: std::net::TcpStream = sock.into();
+    Ok(tokio::net::TcpSocket::from_std_stream(std))
+}
+
+/// Binds any socket (TCP, UDP, DNS) to an uplink with `SO_BINDTODEVICE`. Where that is not
+/// permitted (no CAP_NET_RAW on an old kernel), it binds to the interface's source address
+/// instead and warns once: that only works with source policy routing. Any other failure is an
+/// error, never a silent fallback to the default route.
+pub fn bind_to_uplink(sock: &socket2::Socket, iface: &str, v4: bool) -> io::Result<()> {
+    match sys::bind_device(sock, iface) {
+        Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            let ip = source_address(iface, addr.is_ipv4()).ok_or_else(|| {
-                bind_err(io::Error::new(io::ErrorKind::AddrNotAvailable, "SO_BINDTODEVICE not permitted and the interface has no address"))
+            let ip = source_address(iface, v4).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    "SO_BINDTODEVICE not permitted and the interface has no address",
+                )
             })?;
             static WARN: Once = Once::new();
             WARN.call_once(|| {
@@ -330,13 +366,13 @@ fn bound_socket(iface: &str, addr: SocketAddr) -> Result<tokio::net::TcpSocket, 
                      (ip rule add from <addr> table <n>); see docs/config.md"
                 )
             });
-            let _ = sys::set_bind_address_no_port(&sock);
-            sock.bind(&SocketAddr::new(ip, 0).into()).map_err(bind_err)?;
+            if sock.r#type()? == socket2::Type::STREAM {
+                let _ = sys::set_bind_address_no_port(sock);
+            }
+            sock.bind(&SocketAddr::new(ip, 0).into())
         }
-        Err(e) => return Err(bind_err(e)),
+        Err(e) => Err(e),
     }
-    let std: std::net::TcpStream = sock.into();
-    Ok(tokio::net::TcpSocket::from_std_stream(std))
 }
 
 fn source_address(iface: &str, v4: bool) -> Option<IpAddr> {
@@ -355,7 +391,10 @@ mod tests {
 
     #[test]
     fn interleaves_v6_first() {
-        let ips: Vec<IpAddr> = ["1.1.1.1", "2.2.2.2", "::1", "::2", "::3"].iter().map(|s| s.parse().unwrap()).collect();
+        let ips: Vec<IpAddr> = ["1.1.1.1", "2.2.2.2", "::1", "::2", "::3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let got: Vec<String> = interleave(ips).iter().map(|i| i.to_string()).collect();
         assert_eq!(got, ["::1", "1.1.1.1", "::2", "2.2.2.2", "::3"]);
     }

@@ -26,9 +26,16 @@ fn iface_usable(i: &sys::Interface) -> bool {
 
 /// Connects to the probe target through `source`; records the outcome on the source.
 pub async fn probe(node: &Node, source: &Arc<Source>) -> bool {
-    let Some(target) = node.config.probe_target.as_deref() else { return true };
-    let Ok(target) = Target::parse_host_port(target) else { return false };
-    let opts = crate::dial::DialOpts { connect_timeout: PROBE_TIMEOUT, ..node.dial_opts.clone() };
+    let Some(target) = node.config.probe_target.as_deref() else {
+        return true;
+    };
+    let Ok(target) = Target::parse_host_port(target) else {
+        return false;
+    };
+    let opts = crate::dial::DialOpts {
+        connect_timeout: PROBE_TIMEOUT,
+        ..node.dial_opts.clone()
+    };
     match dial(source, &target, &opts, &node.dns, |_| true).await {
         Ok(conn) => {
             source.record_success(Some(conn.connect_time));
@@ -43,7 +50,13 @@ pub async fn probe(node: &Node, source: &Arc<Source>) -> bool {
 }
 
 fn iface_source(u: &UplinkConfig) -> Source {
-    Source::new(u.name.clone(), SourceKind::Iface { name: u.name.clone() }, u.tier, u.cap.map(|c| c.0), u.capacity.map(|r| r.bytes_per_sec()))
+    Source::new(
+        u.name.clone(),
+        SourceKind::Iface { name: u.name.clone() },
+        u.tier,
+        u.cap.map(|c| c.0),
+        u.capacity.map(|r| r.bytes_per_sec()),
+    )
 }
 
 /// One pass: adds, revives, marks down or retires local uplink sources.
@@ -89,20 +102,34 @@ pub async fn refresh(node: &Arc<Node>) {
         return;
     }
     // Discovery.
-    let candidates: Vec<&sys::Interface> = ifaces.iter().filter(|i| !i.loopback && i.default_route && iface_usable(i)).collect();
+    let candidates: Vec<&sys::Interface> = ifaces
+        .iter()
+        .filter(|i| !i.loopback && i.default_route && iface_usable(i))
+        .collect();
     let names: HashSet<&str> = candidates.iter().map(|i| i.name.as_str()).collect();
     for s in node.sources() {
-        if matches!(s.kind, SourceKind::Iface { .. }) && !names.contains(s.name.as_str()) && !s.retired.load(std::sync::atomic::Ordering::Relaxed) {
+        if matches!(s.kind, SourceKind::Iface { .. })
+            && !names.contains(s.name.as_str())
+            && !s.retired.load(std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::warn!(uplink = %s.name, "uplink gone");
             node.retire_source(&s.name);
         }
     }
     for i in candidates {
         let known = node.source(&i.name);
-        if known.as_ref().is_some_and(|s| !s.retired.load(std::sync::atomic::Ordering::Relaxed)) {
+        if known
+            .as_ref()
+            .is_some_and(|s| !s.retired.load(std::sync::atomic::Ordering::Relaxed))
+        {
             continue;
         }
-        let cfg = UplinkConfig { name: i.name.clone(), tier: Tier::Primary, cap: None, capacity: None };
+        let cfg = UplinkConfig {
+            name: i.name.clone(),
+            tier: Tier::Primary,
+            cap: None,
+            capacity: None,
+        };
         let candidate = Arc::new(iface_source(&cfg));
         if probe(node, &candidate).await {
             let s = node.add_source(iface_source(&cfg));

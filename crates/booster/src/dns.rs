@@ -137,14 +137,27 @@ impl Resolver {
     }
 }
 
-async fn query_one(server: SocketAddr, iface: Option<&str>, name: &Name, rtype: RecordType) -> Result<(Vec<IpAddr>, Duration), DnsError> {
-    let domain = if server.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+async fn query_one(
+    server: SocketAddr,
+    iface: Option<&str>,
+    name: &Name,
+    rtype: RecordType,
+) -> Result<(Vec<IpAddr>, Duration), DnsError> {
+    let domain = if server.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if let Some(iface) = iface {
-        crate::sys::bind_device(&sock, iface)?;
+        crate::dial::bind_to_uplink(&sock, iface, server.is_ipv4())?;
     }
     sock.set_nonblocking(true)?;
-    let unspecified: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let unspecified: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
     sock.bind(&unspecified.into())?;
     let sock = UdpSocket::from_std(sock.into())?;
     sock.connect(server).await?;
@@ -164,7 +177,9 @@ async fn query_one(server: SocketAddr, iface: Option<&str>, name: &Name, rtype: 
         let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
             .await
             .map_err(|_| DnsError::Timeout)??;
-        let Ok(reply) = Message::from_vec(&buf[..n]) else { continue };
+        let Ok(reply) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
         if reply.id() != id {
             continue; // not ours: keep waiting for the real answer
         }
@@ -224,7 +239,9 @@ fn parse_hosts(text: &str) -> HashMap<String, Vec<IpAddr>> {
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("");
         let mut fields = line.split_whitespace();
-        let Some(Ok(ip)) = fields.next().map(str::parse::<IpAddr>) else { continue };
+        let Some(Ok(ip)) = fields.next().map(str::parse::<IpAddr>) else {
+            continue;
+        };
         for name in fields {
             let v = map.entry(name.to_ascii_lowercase()).or_default();
             if !v.contains(&ip) {
@@ -242,7 +259,10 @@ mod tests {
     #[test]
     fn parses_resolv_conf_and_hosts() {
         let r = parse_resolv_conf("# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch lan\n");
-        assert_eq!(r, vec!["192.0.2.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
+        assert_eq!(
+            r,
+            vec!["192.0.2.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]
+        );
         let h = parse_hosts("127.0.0.1 localhost box # comment\n::1 localhost\nbad line\n");
         assert_eq!(h["localhost"].len(), 2);
         assert_eq!(h["box"], vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);

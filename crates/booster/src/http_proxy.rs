@@ -8,7 +8,6 @@
 use crate::{
     balancer,
     dial::{DialError, Metered},
-    pipe::pipe,
     proxy::{read_message, secret_eq, Ctx, ReadError},
     socks::SessionError,
     target::Target,
@@ -25,7 +24,15 @@ use tokio::{
 const BODY_CHUNK: usize = 64 * 1024;
 
 /// Response headers that describe the hop, not the message.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer", "upgrade"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+];
 
 struct Upstream {
     host: String,
@@ -39,12 +46,22 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
     let mut upstream: Option<Upstream> = None;
     let mut first = true;
     loop {
-        let wait = if first { node.config.handshake_timeout } else { node.config.idle_timeout };
+        let wait = if first {
+            node.config.handshake_timeout
+        } else {
+            node.config.idle_timeout
+        };
         let deadline = tokio::time::Instant::now() + wait;
-        let head = match read_message(&mut client, &mut buf, http::MAX_HEAD, deadline, |b| RequestHead::decode(b, http::MAX_HEAD)).await {
+        let head = match read_message(&mut client, &mut buf, http::MAX_HEAD, deadline, |b| {
+            RequestHead::decode(b, http::MAX_HEAD)
+        })
+        .await
+        {
             Ok(h) => h,
             Err(ReadError::Closed) | Err(ReadError::Timeout) if !first && buf.is_empty() => return Ok(()),
-            Err(ReadError::Timeout) => return respond(&mut client, 408, &[], "timed out waiting for the request").await,
+            Err(ReadError::Timeout) => {
+                return respond(&mut client, 408, &[], "timed out waiting for the request").await
+            }
             Err(ReadError::TooLarge) => return respond(&mut client, 431, &[], "request head too large").await,
             Err(ReadError::Malformed(e)) => {
                 tracing::info!(client = %peer, error = %e, "bad HTTP request");
@@ -58,7 +75,13 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
         if let Some(creds) = &node.config.auth {
             if !authorized(&head, &creds.username, creds.password.expose()) {
                 tracing::info!(client = %peer, "HTTP proxy authentication failed");
-                return respond(&mut client, 407, &[("Proxy-Authenticate", "Basic realm=\"booster\"")], "proxy authentication required").await;
+                return respond(
+                    &mut client,
+                    407,
+                    &[("Proxy-Authenticate", "Basic realm=\"booster\"")],
+                    "proxy authentication required",
+                )
+                .await;
             }
         }
         let target = match head.proxy_target() {
@@ -75,9 +98,13 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                 client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
                 let early = std::mem::take(&mut buf);
                 let source = up.source().name.clone();
-                match pipe(&mut client, &mut up, early, node.config.idle_timeout).await {
-                    Ok(m) => tracing::debug!(client = %peer, target = %t, %source, up = m.up, down = m.down, "CONNECT tunnel closed"),
-                    Err(e) => tracing::debug!(client = %peer, target = %t, %source, error = %e, "CONNECT tunnel ended with an error"),
+                match crate::pipe::relay(&mut client, &mut up, early, node.config.idle_timeout).await {
+                    Ok(m) => {
+                        tracing::debug!(client = %peer, target = %t, %source, up = m.up, down = m.down, "CONNECT tunnel closed")
+                    }
+                    Err(e) => {
+                        tracing::debug!(client = %peer, target = %t, %source, error = %e, "CONNECT tunnel ended with an error")
+                    }
                 }
                 return Ok(());
             }
@@ -94,10 +121,16 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                 let mut reused = upstream.is_some();
                 // A reused upstream may have been closed by the server meanwhile; a request
                 // without a body is then safely sent again on a fresh connection, once.
-                let (resp, mut rbuf) = loop {
+                let (resp, mut rbuf, request_done) = loop {
                     if upstream.is_none() {
                         match balancer::connect(node, &t, ctx.scorer.as_ref()).await {
-                            Ok(conn) => upstream = Some(Upstream { host: host.clone(), port: *port, conn }),
+                            Ok(conn) => {
+                                upstream = Some(Upstream {
+                                    host: host.clone(),
+                                    port: *port,
+                                    conn,
+                                })
+                            }
                             Err(e) => return dial_failed(&mut client, peer, &t, e).await,
                         }
                     }
@@ -109,32 +142,46 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                             reused = false;
                         }
                         Err(Exchange::UpstreamClosed) => {
-                            return respond(&mut client, 502, &[], "the server closed the connection without a response").await;
+                            return respond(
+                                &mut client,
+                                502,
+                                &[],
+                                "the server closed the connection without a response",
+                            )
+                            .await;
                         }
                         Err(Exchange::Upstream(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                             return respond(&mut client, 504, &[], "the server did not answer in time").await;
                         }
-                        Err(Exchange::Upstream(e)) => return respond(&mut client, 502, &[], &format!("reading the response failed: {e}")).await,
-                        Err(Exchange::BadResponse(e)) => return respond(&mut client, 502, &[], &format!("bad response from the server: {e}")).await,
+                        Err(Exchange::Upstream(e)) => {
+                            return respond(&mut client, 502, &[], &format!("reading the response failed: {e}")).await
+                        }
+                        Err(Exchange::BadResponse(e)) => {
+                            return respond(&mut client, 502, &[], &format!("bad response from the server: {e}")).await
+                        }
+                        Err(Exchange::BadRequest(e)) => {
+                            return respond(&mut client, e.status(), &[], &format!("bad request body: {e}")).await
+                        }
                         Err(Exchange::Client(e)) => return Err(e.into()),
                     }
                 };
                 let up = &mut upstream.as_mut().expect("connected above").conn;
-                if resp.status == 101 {
-                    // Protocol switch (e.g. WebSocket): from here on it is a plain tunnel.
-                    write_head(&mut client, &resp, None).await?;
-                    client.write_all(&rbuf).await?;
-                    let early = std::mem::take(&mut buf);
-                    let _ = pipe(&mut client, up, early, node.config.idle_timeout).await;
-                    return Ok(());
-                }
                 let rframing = match resp.body_framing(&head.method) {
                     Ok(f) => f,
-                    Err(e) => return respond(&mut client, 502, &[], &format!("bad response from the server: {e}")).await,
+                    Err(e) => {
+                        return respond(&mut client, 502, &[], &format!("bad response from the server: {e}")).await
+                    }
                 };
-                let client_keep = head.keep_alive() && rframing != BodyFraming::UntilClose;
+                // A server that answered before reading the whole request body leaves the client
+                // connection mid-request: it must close after this response.
+                let client_keep = head.keep_alive() && rframing != BodyFraming::UntilClose && request_done;
                 write_head(&mut client, &resp, Some(client_keep)).await?;
-                forward_body(up, &mut rbuf, &mut client, rframing, node.config.idle_timeout).await?;
+                if let Err(e) = forward_body(up, &mut rbuf, &mut client, rframing, node.config.idle_timeout).await {
+                    // Headers are gone already: all that is left is to cut the client off, so it
+                    // sees a truncated body rather than a wrong one.
+                    tracing::info!(client = %peer, target = %t, error = %e, "response body failed");
+                    return Ok(());
+                }
                 let upstream_keep = resp.keep_alive() && rframing != BodyFraming::UntilClose && rbuf.is_empty();
                 tracing::debug!(client = %peer, target = %t, method = %head.method, status = resp.status, source = %up.source().name, "HTTP request done");
                 if !upstream_keep {
@@ -153,11 +200,16 @@ enum Exchange {
     UpstreamClosed,
     Upstream(std::io::Error),
     BadResponse(http::HttpError),
+    BadRequest(http::HttpError),
     Client(std::io::Error),
 }
 
 /// Sends the request (head and body) and reads the final response head, passing 1xx interim
-/// responses on to the client. Returns the head and bytes already read after it.
+/// responses on to the client. Returns the head, bytes already read after it, and whether the
+/// whole request body was forwarded (a server may answer early, e.g. 413, and stop reading).
+///
+/// `Expect: 100-continue` is answered by booster itself and not forwarded, so the client sends
+/// its body at once instead of waiting for a `100` the server might never send.
 async fn exchange(
     client: &mut TcpStream,
     cbuf: &mut Vec<u8>,
@@ -165,17 +217,41 @@ async fn exchange(
     origin: &RequestHead,
     framing: BodyFraming,
     idle: Duration,
-) -> Result<(ResponseHead, Vec<u8>), Exchange> {
+) -> Result<(ResponseHead, Vec<u8>, bool), Exchange> {
+    let mut origin = origin.clone();
+    let expects = origin
+        .header("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+    if expects {
+        origin.headers.retain(|h| !h.name.eq_ignore_ascii_case("expect"));
+    }
     let mut out = Vec::with_capacity(512);
     origin.encode(&mut out);
     up.write_all(&out).await.map_err(|_| Exchange::UpstreamClosed)?;
+    let mut request_done = true;
     if framing != BodyFraming::None {
-        forward_body(client, cbuf, up, framing, idle).await.map_err(Exchange::Client)?;
+        if expects && cbuf.is_empty() {
+            client
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(Exchange::Client)?;
+        }
+        match forward_body(client, cbuf, up, framing, idle).await {
+            Ok(()) => {}
+            Err(BodyError::Read(e)) => return Err(Exchange::Client(e)),
+            Err(BodyError::Bad(e)) => return Err(Exchange::BadRequest(e)),
+            // The server stopped reading: it may have answered already; read on.
+            Err(BodyError::Write(_)) => request_done = false,
+        }
     }
     let mut rbuf = Vec::with_capacity(4096);
     loop {
         let deadline = tokio::time::Instant::now() + idle;
-        let resp = match read_message(up, &mut rbuf, http::MAX_HEAD, deadline, |b| ResponseHead::decode(b, http::MAX_HEAD)).await {
+        let resp = match read_message(up, &mut rbuf, http::MAX_HEAD, deadline, |b| {
+            ResponseHead::decode(b, http::MAX_HEAD)
+        })
+        .await
+        {
             Ok(r) => r,
             Err(ReadError::Closed) => return Err(Exchange::UpstreamClosed),
             Err(ReadError::Malformed(e)) => return Err(Exchange::BadResponse(e)),
@@ -183,60 +259,114 @@ async fn exchange(
             Err(ReadError::Timeout) => return Err(Exchange::Upstream(std::io::ErrorKind::TimedOut.into())),
             Err(ReadError::Io(e)) => return Err(Exchange::Upstream(e)),
         };
-        if (100..200).contains(&resp.status) && resp.status != 101 {
-            write_head(client, &resp, None).await.map_err(Exchange::Client)?;
+        if (100..200).contains(&resp.status) {
+            // Interim responses: our own 100 already went out when the client expected one.
+            if !(expects && resp.status == 100) {
+                write_head(client, &resp, None).await.map_err(Exchange::Client)?;
+            }
             continue;
         }
-        return Ok((resp, rbuf));
+        return Ok((resp, rbuf, request_done));
+    }
+}
+
+/// Why forwarding a body stopped.
+#[derive(Debug)]
+enum BodyError {
+    /// Reading the source failed or ended early.
+    Read(std::io::Error),
+    /// Writing to the destination failed.
+    Write(std::io::Error),
+    /// The body's framing is malformed.
+    Bad(http::HttpError),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Read(e) => write!(f, "reading: {e}"),
+            BodyError::Write(e) => write!(f, "writing: {e}"),
+            BodyError::Bad(e) => write!(f, "malformed body: {e}"),
+        }
     }
 }
 
 /// Copies one body from `src` to `dst`: first what `pending` already holds, then reads, until
 /// the tracker says the body ended. Bytes past the end stay in `pending`.
-async fn forward_body<R, W>(src: &mut R, pending: &mut Vec<u8>, dst: &mut W, framing: BodyFraming, idle: Duration) -> std::io::Result<()>
+async fn forward_body<R, W>(
+    src: &mut R,
+    pending: &mut Vec<u8>,
+    dst: &mut W,
+    framing: BodyFraming,
+    idle: Duration,
+) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let bad = |e: http::HttpError| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
     let tracker = &mut BodyTracker::new(framing);
     let mut chunk = Vec::new();
     loop {
         if !pending.is_empty() {
-            let n = tracker.feed(pending).map_err(bad)?;
-            dst.write_all(&pending[..n]).await?;
+            let n = tracker.feed(pending).map_err(BodyError::Bad)?;
+            dst.write_all(&pending[..n]).await.map_err(BodyError::Write)?;
             pending.drain(..n);
         }
         if tracker.is_done() {
-            return dst.flush().await;
+            return dst.flush().await.map_err(BodyError::Write);
         }
         if chunk.is_empty() {
             chunk = vec![0; BODY_CHUNK];
         }
         let n = tokio::time::timeout(idle, src.read(&mut chunk))
             .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            .map_err(|_| BodyError::Read(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(BodyError::Read)?;
         if n == 0 {
             if framing == BodyFraming::UntilClose {
-                return dst.flush().await;
+                return dst.flush().await.map_err(BodyError::Write);
             }
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            return Err(BodyError::Read(std::io::ErrorKind::UnexpectedEof.into()));
         }
         // Fast path: feed straight from the read buffer.
-        let used = tracker.feed(&chunk[..n]).map_err(bad)?;
-        dst.write_all(&chunk[..used]).await?;
+        let used = tracker.feed(&chunk[..n]).map_err(BodyError::Bad)?;
+        dst.write_all(&chunk[..used]).await.map_err(BodyError::Write)?;
         pending.extend_from_slice(&chunk[used..n]);
     }
 }
 
 /// Writes a response head with hop-by-hop headers replaced by our own `Connection` header.
-async fn write_head<W: AsyncWrite + Unpin>(dst: &mut W, resp: &ResponseHead, keep_alive: Option<bool>) -> std::io::Result<()> {
+async fn write_head<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    resp: &ResponseHead,
+    keep_alive: Option<bool>,
+) -> std::io::Result<()> {
     let mut head = resp.clone();
-    if resp.status != 101 {
-        head.headers.retain(|h| !HOP_BY_HOP.contains(&h.name.to_ascii_lowercase().as_str()));
-        if let Some(keep) = keep_alive {
-            head.headers.push(Header { name: "Connection".into(), value: if keep { b"keep-alive".to_vec() } else { b"close".to_vec() } });
-        }
+    // Hop-by-hop: the fixed list, plus every header the response's Connection header names.
+    let named: Vec<String> = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| {
+            String::from_utf8_lossy(&h.value)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    head.headers.retain(|h| {
+        let name = h.name.to_ascii_lowercase();
+        !HOP_BY_HOP.contains(&name.as_str()) && !named.contains(&name)
+    });
+    if let Some(keep) = keep_alive {
+        head.headers.push(Header {
+            name: "Connection".into(),
+            value: if keep {
+                b"keep-alive".to_vec()
+            } else {
+                b"close".to_vec()
+            },
+        });
     }
     let mut out = Vec::with_capacity(512);
     head.encode(&mut out);
@@ -244,24 +374,50 @@ async fn write_head<W: AsyncWrite + Unpin>(dst: &mut W, resp: &ResponseHead, kee
 }
 
 fn authorized(head: &RequestHead, user: &str, pass: &str) -> bool {
-    let Some(value) = head.header("proxy-authorization") else { return false };
-    let Ok(value) = std::str::from_utf8(value) else { return false };
-    let Some((scheme, token)) = value.trim().split_once(' ') else { return false };
+    let Some(value) = head.header("proxy-authorization") else {
+        return false;
+    };
+    let Ok(value) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let Some((scheme, token)) = value.trim().split_once(' ') else {
+        return false;
+    };
     if !scheme.eq_ignore_ascii_case("basic") {
         return false;
     }
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else { return false };
-    let Some(colon) = decoded.iter().position(|b| *b == b':') else { return false };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
+        return false;
+    };
+    let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+        return false;
+    };
     secret_eq(&decoded[..colon], user.as_bytes()) & secret_eq(&decoded[colon + 1..], pass.as_bytes())
 }
 
-async fn dial_failed(client: &mut TcpStream, peer: SocketAddr, target: &Target, e: DialError) -> Result<(), SessionError> {
+async fn dial_failed(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    target: &Target,
+    e: DialError,
+) -> Result<(), SessionError> {
     tracing::info!(client = %peer, %target, error = %e, "HTTP proxy connect failed");
-    respond(client, e.http_status(), &[], &format!("booster could not reach {target}: {e}")).await
+    respond(
+        client,
+        e.http_status(),
+        &[],
+        &format!("booster could not reach {target}: {e}"),
+    )
+    .await
 }
 
 /// Sends a small plain-text response and closes the connection.
-async fn respond(client: &mut TcpStream, status: u16, headers: &[(&str, &str)], text: &str) -> Result<(), SessionError> {
+async fn respond(
+    client: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, &str)],
+    text: &str,
+) -> Result<(), SessionError> {
     let body = format!("{text}\n");
     let mut out = format!("HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n", http::reason_phrase(status), body.len());
     for (k, v) in headers {

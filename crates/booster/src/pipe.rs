@@ -1,8 +1,10 @@
 //! The data path: copies bytes both ways between a client and an upstream connection until both
 //! directions are done, propagating half-close, with an idle timeout.
 //!
-//! Buffers start small and grow only when a read fills them, so ten thousand idle connections
-//! cost little memory while a bulk transfer still moves 64 KiB per system call.
+//! Between two TCP sockets ([`relay`]), bytes never enter userspace: `splice(2)` moves them
+//! socket → pipe → socket inside the kernel, with the pipe created on the first byte. Other
+//! streams (emulated links) use [`pipe`], whose buffers start small and grow only when a read
+//! fills them. Either way ten thousand idle connections cost little memory.
 
 use std::{
     future::poll_fn,
@@ -33,7 +35,11 @@ struct Half {
 impl Half {
     fn with_pending(pending: Vec<u8>) -> Half {
         let cap = pending.len();
-        Half { buf: pending, cap, ..Default::default() }
+        Half {
+            buf: pending,
+            cap,
+            ..Default::default()
+        }
     }
 
     fn poll_copy<R, W>(&mut self, cx: &mut Context<'_>, mut r: Pin<&mut R>, mut w: Pin<&mut W>) -> Poll<io::Result<()>>
@@ -124,7 +130,10 @@ where
             return Poll::Ready(Err(e));
         }
         if up.done && down.done {
-            return Poll::Ready(Ok(Moved { up: up.amt, down: down.amt }));
+            return Poll::Ready(Ok(Moved {
+                up: up.amt,
+                down: down.amt,
+            }));
         }
         let total = up.amt + down.amt;
         if total != seen {
@@ -139,6 +148,111 @@ where
     .await
 }
 
+/// Relays between a client socket and an upstream connection, splicing when the upstream is
+/// a plain TCP socket, and counting bytes against the upstream's source.
+pub async fn relay(
+    client: &mut tokio::net::TcpStream,
+    upstream: &mut crate::dial::Metered,
+    early: Vec<u8>,
+    idle: Duration,
+) -> io::Result<Moved> {
+    use tokio::io::AsyncWriteExt;
+    if upstream.tcp().is_none() {
+        return pipe(client, upstream, early, idle).await;
+    }
+    if !early.is_empty() {
+        upstream.write_all(&early).await?;
+    }
+    let source = upstream.source().clone();
+    let up_sock = upstream.tcp().expect("checked above");
+    let (up_ctr, down_ctr) = (&source.tx, &source.rx);
+    let moved_up = std::sync::atomic::AtomicU64::new(early.len() as u64);
+    let moved_down = std::sync::atomic::AtomicU64::new(0);
+    let both = async {
+        tokio::try_join!(
+            splice_half(client, up_sock, up_ctr, &moved_up),
+            splice_half(up_sock, client, down_ctr, &moved_down)
+        )
+    };
+    let watchdog = async {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(idle).await;
+            let now = moved_up.load(std::sync::atomic::Ordering::Relaxed)
+                + moved_down.load(std::sync::atomic::Ordering::Relaxed);
+            if now == last {
+                return io::Error::new(io::ErrorKind::TimedOut, "idle timeout");
+            }
+            last = now;
+        }
+    };
+    tokio::select! {
+        r = both => r.map(|_| ()),
+        e = watchdog => Err(e),
+    }?;
+    Ok(Moved {
+        up: moved_up.load(std::sync::atomic::Ordering::Relaxed),
+        down: moved_down.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// Most bytes moved per splice call.
+const SPLICE_CHUNK: usize = 256 * 1024;
+
+/// One direction: `src` → pipe → `dst` until `src` ends, then half-closes `dst`.
+async fn splice_half(
+    src: &tokio::net::TcpStream,
+    dst: &tokio::net::TcpStream,
+    counter: &std::sync::atomic::AtomicU64,
+    moved: &std::sync::atomic::AtomicU64,
+) -> io::Result<()> {
+    use std::{os::fd::AsRawFd, sync::atomic::Ordering::Relaxed};
+    use tokio::io::Interest;
+    // The pipe is made when the first byte is ready, so idle connections hold no pipe.
+    src.readable().await?;
+    let pipe = crate::sys::pipe()?;
+    let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
+    loop {
+        // The pipe is empty here, so "would block" can only mean the source socket.
+        let n = loop {
+            src.readable().await?;
+            match src.try_io(Interest::READABLE, || crate::sys::splice(sfd, pw, SPLICE_CHUNK)) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            socket2::SockRef::from(dst)
+                .shutdown(std::net::Shutdown::Write)
+                .or_else(|e| {
+                    if e.kind() == io::ErrorKind::NotConnected {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            return Ok(());
+        }
+        let mut left = n;
+        // The pipe holds data here, so "would block" can only mean the destination socket.
+        while left > 0 {
+            dst.writable().await?;
+            match dst.try_io(Interest::WRITABLE, || crate::sys::splice(pr, dfd, left)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(w) => {
+                    left -= w;
+                    counter.fetch_add(w as u64, Relaxed);
+                    moved.fetch_add(w as u64, Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +262,10 @@ mod tests {
     async fn copies_both_ways_with_half_close() {
         let (mut client, mut proxy_a) = tokio::io::duplex(1024);
         let (mut proxy_b, mut server) = tokio::io::duplex(1024);
-        let task = tokio::spawn(async move { pipe(&mut proxy_a, &mut proxy_b, b"early".to_vec(), Duration::from_secs(5)).await });
+        let task =
+            tokio::spawn(
+                async move { pipe(&mut proxy_a, &mut proxy_b, b"early".to_vec(), Duration::from_secs(5)).await },
+            );
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
         let p2 = payload.clone();
         let writer = tokio::spawn(async move {
@@ -173,7 +290,9 @@ mod tests {
     async fn idle_connections_time_out() {
         let (_client, mut a) = tokio::io::duplex(64);
         let (mut b, _server) = tokio::io::duplex(64);
-        let err = pipe(&mut a, &mut b, Vec::new(), Duration::from_secs(30)).await.unwrap_err();
+        let err = pipe(&mut a, &mut b, Vec::new(), Duration::from_secs(30))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -79,7 +79,11 @@ impl Pattern {
             return Err(format!("bad host pattern `{s}`"));
         }
         let name = name.to_ascii_lowercase();
-        Ok(if sub { Pattern::Subdomains(name) } else { Pattern::Domain(name) })
+        Ok(if sub {
+            Pattern::Subdomains(name)
+        } else {
+            Pattern::Domain(name)
+        })
     }
 
     pub fn matches_name(&self, host: &str) -> bool {
@@ -96,7 +100,9 @@ impl Pattern {
     }
 
     pub fn matches_ip(&self, ip: IpAddr) -> bool {
-        let Pattern::Net { addr, prefix } = self else { return false };
+        let Pattern::Net { addr, prefix } = self else {
+            return false;
+        };
         match (addr, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
                 let mask = u32::MAX.checked_shl(32 - *prefix as u32).unwrap_or(0);
@@ -121,9 +127,7 @@ impl PolicySpec {
             Pattern::parse(h)?;
         }
         match (self.kind, &self.uplink) {
-            (PolicyKind::Reserve | PolicyKind::Avoid, None) => {
-                Err("`reserve` and `avoid` need an `uplink`".into())
-            }
+            (PolicyKind::Reserve | PolicyKind::Avoid, None) => Err("`reserve` and `avoid` need an `uplink`".into()),
             (PolicyKind::Reserve | PolicyKind::Avoid | PolicyKind::Sticky, _) if self.hosts.is_empty() => {
                 Err("this policy needs `hosts`".into())
             }
@@ -163,7 +167,10 @@ impl Policies {
         for spec in specs {
             spec.validate()?;
             let patterns = spec.hosts.iter().map(|h| Pattern::parse(h)).collect::<Result<_, _>>()?;
-            rules.push(Policy { spec: spec.clone(), patterns });
+            rules.push(Policy {
+                spec: spec.clone(),
+                patterns,
+            });
         }
         Ok(Policies { rules })
     }
@@ -173,18 +180,16 @@ impl Policies {
     }
 
     fn hits(patterns: &[Pattern], name: Option<&str>, ip: Option<IpAddr>) -> bool {
-        patterns.iter().any(|p| {
-            name.is_some_and(|n| p.matches_name(n)) || ip.is_some_and(|ip| p.matches_ip(ip))
-        })
+        patterns
+            .iter()
+            .any(|p| name.is_some_and(|n| p.matches_name(n)) || ip.is_some_and(|ip| p.matches_ip(ip)))
     }
 
     /// Is the destination refused outright (a `block` rule without an uplink)?
     pub fn refused(&self, name: Option<&str>, ip: Option<IpAddr>) -> bool {
-        self.rules.iter().any(|r| {
-            r.spec.kind == PolicyKind::Block
-                && r.spec.uplink.is_none()
-                && Self::hits(&r.patterns, name, ip)
-        })
+        self.rules
+            .iter()
+            .any(|r| r.spec.kind == PolicyKind::Block && r.spec.uplink.is_none() && Self::hits(&r.patterns, name, ip))
     }
 
     /// The verdict for `source` and a destination known by `name` and/or `ip`.
@@ -254,7 +259,9 @@ mod tests {
         let n = Pattern::parse("10.0.0.0/8").unwrap();
         assert!(n.matches_ip("10.9.8.7".parse().unwrap()));
         assert!(!n.matches_ip("11.0.0.1".parse().unwrap()));
-        assert!(Pattern::parse("::/0").unwrap().matches_ip("2001:db8::1".parse().unwrap()));
+        assert!(Pattern::parse("::/0")
+            .unwrap()
+            .matches_ip("2001:db8::1".parse().unwrap()));
         assert!(Pattern::parse("10.0.0.0/33").is_err());
         assert!(Pattern::parse("bad host!").is_err());
     }

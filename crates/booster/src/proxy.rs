@@ -37,7 +37,11 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, stop: CancellationToken, tra
                     // At the limit: refuse this one cleanly (close) and keep serving the rest.
                     let refused = ctx.node.clients_refused.fetch_add(1, Relaxed);
                     if refused.is_power_of_two() {
-                        tracing::warn!(max = ctx.node.config.max_connections, refused = refused + 1, "connection limit reached; refusing new connections");
+                        tracing::warn!(
+                            max = ctx.node.config.max_connections,
+                            refused = refused + 1,
+                            "connection limit reached; refusing new connections"
+                        );
                     }
                     drop(stream);
                     continue;

@@ -21,7 +21,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr} ({what}): {err}")]
-    Listen { addr: SocketAddr, what: &'static str, err: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        err: std::io::Error,
+    },
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
@@ -49,12 +53,26 @@ pub struct Running {
 }
 
 pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError> {
-    let store = if extras.no_store { None } else { Some(Store::open(&config.data_dir)?) };
+    let store = if extras.no_store {
+        None
+    } else {
+        Some(Store::open(&config.data_dir)?)
+    };
     let proxy_listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|err| StartError::Listen { addr: config.listen, what: "proxy", err })?;
+        .map_err(|err| StartError::Listen {
+            addr: config.listen,
+            what: "proxy",
+            err,
+        })?;
     let api_listener = match config.api {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr, what: "API", err })?),
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|err| StartError::Listen { addr, what: "API", err })?,
+            )
+        }
         None => None,
     };
     let node = Arc::new(Node::new(config, store).map_err(StartError::Config)?);
@@ -69,15 +87,23 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
     let conns = TaskTracker::new();
     let services = TaskTracker::new();
     let proxy_addr = proxy_listener.local_addr().expect("bound socket has an address");
-    let api_addr = api_listener.as_ref().map(|l| l.local_addr().expect("bound socket has an address"));
+    let api_addr = api_listener
+        .as_ref()
+        .map(|l| l.local_addr().expect("bound socket has an address"));
 
-    let ctx = Ctx { node: node.clone(), scorer: Arc::new(ExpectedCompletion::default()) as Arc<dyn Scorer>, kill: kill.clone() };
+    let ctx = Ctx {
+        node: node.clone(),
+        scorer: Arc::new(ExpectedCompletion::default()) as Arc<dyn Scorer>,
+        kill: kill.clone(),
+    };
     services.spawn(proxy::serve(proxy_listener, ctx, stop.clone(), conns.clone()));
     if let Some(l) = api_listener {
         let router = api::router(node.clone());
         let stop = stop.clone();
         services.spawn(async move {
-            let _ = axum::serve(l, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+            let _ = axum::serve(l, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
         });
     }
     services.spawn(discovery::run(node.clone(), stop.clone()));
@@ -108,7 +134,15 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
         });
     }
     tracing::info!(proxy = %proxy_addr, api = ?api_addr, sources = ?node.sources().iter().map(|s| s.name.clone()).collect::<Vec<_>>(), "booster node running (SOCKS5 and HTTP on the proxy port)");
-    Ok(Running { node, proxy_addr, api_addr, stop, kill, conns, services })
+    Ok(Running {
+        node,
+        proxy_addr,
+        api_addr,
+        stop,
+        kill,
+        conns,
+        services,
+    })
 }
 
 async fn flush(node: &Arc<Node>) {
@@ -128,7 +162,9 @@ impl Running {
         self.stop.cancel();
         self.conns.close();
         self.services.close();
-        let drained = tokio::time::timeout(self.node.config.drain_timeout, self.conns.wait()).await.is_ok();
+        let drained = tokio::time::timeout(self.node.config.drain_timeout, self.conns.wait())
+            .await
+            .is_ok();
         let cut = if drained { 0 } else { self.conns.len() };
         self.kill.cancel();
         self.conns.wait().await;

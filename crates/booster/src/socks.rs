@@ -5,7 +5,6 @@
 
 use crate::{
     balancer,
-    pipe::pipe,
     proxy::{read_message, secret_eq, Ctx, ReadError},
     target::Target,
     udp,
@@ -39,22 +38,37 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
     let mut buf = Vec::with_capacity(64);
     let mut out = Vec::with_capacity(32);
 
-    let greeting = read_message(&mut stream, &mut buf, MAX_HANDSHAKE, deadline, Greeting::decode).await.map_err(handshake_err)?;
-    let wanted = if node.config.auth.is_some() { socks5::METHOD_USER_PASS } else { socks5::METHOD_NO_AUTH };
-    let method = if greeting.methods.contains(&wanted) { wanted } else { socks5::METHOD_NO_ACCEPTABLE };
+    let greeting = read_message(&mut stream, &mut buf, MAX_HANDSHAKE, deadline, Greeting::decode)
+        .await
+        .map_err(handshake_err)?;
+    let wanted = if node.config.auth.is_some() {
+        socks5::METHOD_USER_PASS
+    } else {
+        socks5::METHOD_NO_AUTH
+    };
+    let method = if greeting.methods.contains(&wanted) {
+        wanted
+    } else {
+        socks5::METHOD_NO_ACCEPTABLE
+    };
     socks5::encode_method_selection(method, &mut out);
     stream.write_all(&out).await?;
     if method == socks5::METHOD_NO_ACCEPTABLE {
         return Err(SessionError::NoMethod);
     }
     if let Some(creds) = &node.config.auth {
-        let up = read_message(&mut stream, &mut buf, MAX_HANDSHAKE, deadline, UserPass::decode).await.map_err(handshake_err)?;
-        let ok = secret_eq(&up.username, creds.username.as_bytes()) & secret_eq(&up.password, creds.password.expose().as_bytes());
+        let up = read_message(&mut stream, &mut buf, MAX_HANDSHAKE, deadline, UserPass::decode)
+            .await
+            .map_err(handshake_err)?;
+        let ok = secret_eq(&up.username, creds.username.as_bytes())
+            & secret_eq(&up.password, creds.password.expose().as_bytes());
         out.clear();
         socks5::encode_auth_status(ok, &mut out);
         stream.write_all(&out).await?;
         if !ok {
-            return Err(SessionError::AuthFailed(String::from_utf8_lossy(&up.username).into_owned()));
+            return Err(SessionError::AuthFailed(
+                String::from_utf8_lossy(&up.username).into_owned(),
+            ));
         }
     }
 
@@ -96,11 +110,15 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
             let early = std::mem::take(&mut buf);
             let moved = tokio::select! {
                 _ = ctx.kill.cancelled() => return Ok(()),
-                r = pipe(&mut stream, &mut upstream, early, node.config.idle_timeout) => r,
+                r = crate::pipe::relay(&mut stream, &mut upstream, early, node.config.idle_timeout) => r,
             };
             match moved {
-                Ok(m) => tracing::debug!(client = %peer, %target, %source, up = m.up, down = m.down, secs = started.elapsed().as_secs_f64(), "SOCKS5 connection closed"),
-                Err(e) => tracing::debug!(client = %peer, %target, %source, error = %e, "SOCKS5 connection ended with an error"),
+                Ok(m) => {
+                    tracing::debug!(client = %peer, %target, %source, up = m.up, down = m.down, secs = started.elapsed().as_secs_f64(), "SOCKS5 connection closed")
+                }
+                Err(e) => {
+                    tracing::debug!(client = %peer, %target, %source, error = %e, "SOCKS5 connection ended with an error")
+                }
             }
             Ok(())
         }

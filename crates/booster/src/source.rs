@@ -302,7 +302,11 @@ impl Source {
             name: self.name.clone(),
             kind: format!("{:?}", self.kind),
             tier: self.tier,
-            health: if self.retired.load(Relaxed) { Health::Down } else { d.health },
+            health: if self.retired.load(Relaxed) {
+                Health::Down
+            } else {
+                d.health
+            },
             open: self.open.load(Relaxed),
             conns_total: self.conns_total.load(Relaxed),
             connect_failures: self.connect_failures.load(Relaxed),
@@ -321,9 +325,14 @@ impl Source {
 
     /// Holds an "open connection" count for as long as it lives.
     pub fn open_guard(self: &std::sync::Arc<Self>) -> OpenGuard {
-        self.open.fetch_add(1, Relaxed);
         self.conns_total.fetch_add(1, Relaxed);
-        OpenGuard(self.clone())
+        self.open.fetch_add(1, Relaxed);
+        OpenGuard(self.clone(), true)
+    }
+
+    /// Like [`Source::open_guard`], for a probe: counts nothing.
+    pub fn probe_guard(self: &std::sync::Arc<Self>) -> OpenGuard {
+        OpenGuard(self.clone(), false)
     }
 }
 
@@ -346,7 +355,7 @@ impl Drop for ConnectingGuard {
 
 /// Decrements the source's open-connection count on drop.
 #[derive(Debug)]
-pub struct OpenGuard(std::sync::Arc<Source>);
+pub struct OpenGuard(std::sync::Arc<Source>, bool);
 
 impl OpenGuard {
     pub fn source(&self) -> &std::sync::Arc<Source> {
@@ -356,7 +365,9 @@ impl OpenGuard {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Relaxed);
+        if self.1 {
+            self.0.open.fetch_sub(1, Relaxed);
+        }
     }
 }
 
@@ -365,7 +376,13 @@ mod tests {
     use super::*;
 
     fn src() -> Source {
-        Source::new("eth0".into(), SourceKind::Iface { name: "eth0".into() }, Tier::Primary, Some(1000), None)
+        Source::new(
+            "eth0".into(),
+            SourceKind::Iface { name: "eth0".into() },
+            Tier::Primary,
+            Some(1000),
+            None,
+        )
     }
 
     #[test]

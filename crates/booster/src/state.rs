@@ -18,7 +18,8 @@ use std::{
 
 /// How often throughput and capacity estimates are refreshed.
 pub const TICK: Duration = Duration::from_millis(250);
-/// Bounds the stickiness table; the oldest entries go first.
+/// Bounds the stickiness table: when full, expired entries go, and if none had expired the
+/// table is cleared (stickiness is a preference, losing it is harmless).
 const MAX_STICKY: usize = 10_000;
 
 pub struct Node {

@@ -48,7 +48,12 @@ pub fn month_of(unix_secs: u64) -> String {
 }
 
 pub fn current_month() -> String {
-    month_of(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    month_of(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
 }
 
 impl Store {
@@ -70,7 +75,11 @@ impl Store {
              CREATE TABLE IF NOT EXISTS capacity (
                  source TEXT PRIMARY KEY, bytes_per_sec REAL NOT NULL, updated INTEGER NOT NULL);",
         )?;
-        Ok(Store { conn: Mutex::new(conn), flushed: Mutex::new(HashMap::new()), month: Mutex::new(current_month()) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            flushed: Mutex::new(HashMap::new()),
+            month: Mutex::new(current_month()),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -81,9 +90,11 @@ impl Store {
     pub fn usage(&self, source: &str, month: &str) -> Result<(u64, u64), StoreError> {
         let row = self
             .conn()
-            .query_row("SELECT rx, tx FROM usage WHERE source = ?1 AND month = ?2", params![source, month], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
+            .query_row(
+                "SELECT rx, tx FROM usage WHERE source = ?1 AND month = ?2",
+                params![source, month],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
             .optional()?;
         Ok(row.unwrap_or((0, 0)))
     }
@@ -93,7 +104,9 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT source, rx, tx FROM usage WHERE month = ?1 ORDER BY source")?;
         let rows = stmt
-            .query_map(params![month], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))?
+            .query_map(params![month], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -104,7 +117,9 @@ impl Store {
         match self.usage(&source.name, &month) {
             Ok((rx, tx)) => {
                 source.month_base.store(rx + tx, Relaxed);
-                source.month_mark.store(source.rx.load(Relaxed) + source.tx.load(Relaxed), Relaxed);
+                source
+                    .month_mark
+                    .store(source.rx.load(Relaxed) + source.tx.load(Relaxed), Relaxed);
             }
             Err(e) => tracing::warn!(source = %source.name, error = %e, "cannot load usage"),
         }
@@ -114,7 +129,11 @@ impl Store {
             .insert(source.name.clone(), (source.rx.load(Relaxed), source.tx.load(Relaxed)));
         let cap: Result<Option<f64>, _> = self
             .conn()
-            .query_row("SELECT bytes_per_sec FROM capacity WHERE source = ?1", params![source.name], |r| r.get(0))
+            .query_row(
+                "SELECT bytes_per_sec FROM capacity WHERE source = ?1",
+                params![source.name],
+                |r| r.get(0),
+            )
             .optional();
         if let Ok(Some(c)) = cap {
             source.seed_capacity(c);
@@ -127,7 +146,10 @@ impl Store {
         let mut stored_month = self.month.lock().unwrap_or_else(|e| e.into_inner());
         let rollover = *stored_month != month;
         let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for s in sources {
@@ -181,7 +203,15 @@ mod tests {
     #[test]
     fn usage_survives_reopen_and_adds_up() {
         let dir = tempfile::tempdir().unwrap();
-        let src = || Arc::new(Source::new("wwan0".into(), SourceKind::Iface { name: "wwan0".into() }, Tier::Primary, None, None));
+        let src = || {
+            Arc::new(Source::new(
+                "wwan0".into(),
+                SourceKind::Iface { name: "wwan0".into() },
+                Tier::Primary,
+                None,
+                None,
+            ))
+        };
         {
             let store = Store::open(dir.path()).unwrap();
             let s = src();

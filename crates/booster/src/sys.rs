@@ -38,7 +38,12 @@ fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc:
 /// Keeps at most `bytes` of not-yet-sent data in the kernel send queue, so the sender's
 /// decisions stay fresh (used by bond paths; harmless elsewhere).
 pub fn set_notsent_lowat(fd: &impl AsRawFd, bytes: u32) -> io::Result<()> {
-    setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, bytes as libc::c_int)
+    setsockopt_int(
+        fd.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        bytes as libc::c_int,
+    )
 }
 
 /// Lets `bind()` to a source address defer the port choice to `connect()`, so many outbound
@@ -85,7 +90,10 @@ pub fn tcp_info(fd: &impl AsRawFd) -> io::Result<TcpInfo> {
 /// Raises the soft open-file limit to the hard limit (a proxy needs two fds per connection).
 /// Returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a valid out-pointer for getrlimit/setrlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
@@ -202,5 +210,56 @@ mod tests {
     fn binding_to_a_missing_device_fails() {
         let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         assert!(bind_device(&s, "bt-nonexistent0").is_err());
+    }
+}
+
+/// A kernel pipe used as the buffer of a zero-copy `splice` transfer between two sockets.
+pub struct Pipe {
+    pub read: std::os::fd::OwnedFd,
+    pub write: std::os::fd::OwnedFd,
+}
+
+/// Pipe capacity asked for: 256 KiB moves bulk data in few system calls. The kernel may grant
+/// less (unprivileged limit); that only costs more calls.
+const PIPE_SIZE: libc::c_int = 256 * 1024;
+
+/// Creates a non-blocking pipe for [`splice`].
+pub fn pipe() -> io::Result<Pipe> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are open descriptors we now own.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: plain fcntl on a descriptor we own; failure is harmless.
+    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+    Ok(Pipe { read, write })
+}
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel, without blocking. One side
+/// must be a pipe. Returns 0 at end of stream.
+pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: null offsets mean "current position"; the kernel validates the descriptors.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }

@@ -64,7 +64,10 @@ impl Target {
 
 impl From<SocketAddr> for Target {
     fn from(sa: SocketAddr) -> Target {
-        Target { host: Host::Ip(sa.ip()), port: sa.port() }
+        Target {
+            host: Host::Ip(sa.ip()),
+            port: sa.port(),
+        }
     }
 }
 
@@ -95,7 +98,10 @@ mod tests {
     fn parses_every_form() {
         assert_eq!(Target::parse_host_port("1.2.3.4:80").unwrap().to_string(), "1.2.3.4:80");
         assert_eq!(Target::parse_host_port("[::1]:443").unwrap().to_string(), "[::1]:443");
-        assert_eq!(Target::parse_host_port("Example.COM:8080").unwrap().to_string(), "example.com:8080");
+        assert_eq!(
+            Target::parse_host_port("Example.COM:8080").unwrap().to_string(),
+            "example.com:8080"
+        );
         assert!(Target::parse_host_port("example.com").is_err());
         assert!(Target::parse_host_port("example.com:99999").is_err());
         assert!(Target::parse_host_port(":80").is_err());

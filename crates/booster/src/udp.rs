@@ -26,12 +26,22 @@ const MAX_DATAGRAM: usize = 65_535;
 /// Destinations remembered per association; beyond it the oldest choice is forgotten.
 const MAX_DESTINATIONS: usize = 1024;
 
-pub async fn associate(mut ctrl: TcpStream, peer: SocketAddr, requested: Address, ctx: &Ctx) -> Result<(), SessionError> {
+pub async fn associate(
+    mut ctrl: TcpStream,
+    peer: SocketAddr,
+    requested: Address,
+    ctx: &Ctx,
+) -> Result<(), SessionError> {
     let local_ip = ctrl.local_addr()?.ip();
     let relay = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            reply(&mut ctrl, Reply::GeneralFailure, &Address::Ip(SocketAddr::new(local_ip, 0))).await?;
+            reply(
+                &mut ctrl,
+                Reply::GeneralFailure,
+                &Address::Ip(SocketAddr::new(local_ip, 0)),
+            )
+            .await?;
             return Err(e.into());
         }
     };
@@ -64,7 +74,9 @@ pub async fn associate(mut ctrl: TcpStream, peer: SocketAddr, requested: Address
             continue; // not our client: drop silently, the relay is not an open UDP proxy
         }
         client.get_or_insert(from);
-        let Ok((header, offset)) = UdpHeader::decode(&buf[..n]) else { continue };
+        let Ok((header, offset)) = UdpHeader::decode(&buf[..n]) else {
+            continue;
+        };
         if header.frag != 0 {
             continue;
         }
@@ -72,7 +84,10 @@ pub async fn associate(mut ctrl: TcpStream, peer: SocketAddr, requested: Address
         let source = match route.get(&target) {
             Some(s) if s.usable(std::time::Instant::now()) => s.clone(),
             _ => {
-                let Ok(ranked) = balancer::rank(&ctx.node, &target, ctx.scorer.as_ref(), std::time::Instant::now()) else { continue };
+                let Ok(ranked) = balancer::rank(&ctx.node, &target, ctx.scorer.as_ref(), std::time::Instant::now())
+                else {
+                    continue;
+                };
                 let Some(s) = ranked.first().cloned() else { continue };
                 if route.len() >= MAX_DESTINATIONS {
                     route.clear();
@@ -91,19 +106,37 @@ pub async fn associate(mut ctrl: TcpStream, peer: SocketAddr, requested: Address
                 Err(_) => continue,
             },
         };
+        // Address rules apply to datagrams too, after the name resolved.
+        let policies = ctx.node.policies();
+        if policies.refused(target.domain(), Some(dest_ip))
+            || policies.address_verdict(&source.name, target.domain(), dest_ip) == crate::policy::Verdict::Deny
+        {
+            continue;
+        }
         let key = format!("{}/{}", source.name, if dest_ip.is_ipv4() { 4 } else { 6 });
         let sock = match outbound.get(&key) {
             Some(s) => s.clone(),
             None => {
-                let Ok(s) = bound_udp(&source, dest_ip).await else { continue };
+                let Ok(s) = bound_udp(&source, dest_ip).await else {
+                    continue;
+                };
                 let s = Arc::new(s);
                 outbound.insert(key, s.clone());
-                receivers.spawn(relay_back(s.clone(), relay.clone(), client.expect("set above"), source.clone()));
+                receivers.spawn(relay_back(
+                    s.clone(),
+                    relay.clone(),
+                    client.expect("set above"),
+                    source.clone(),
+                ));
                 s
             }
         };
         let payload = &buf[offset..n];
-        if sock.send_to(payload, SocketAddr::new(dest_ip, target.port)).await.is_ok() {
+        if sock
+            .send_to(payload, SocketAddr::new(dest_ip, target.port))
+            .await
+            .is_ok()
+        {
             source.tx.fetch_add(payload.len() as u64, Relaxed);
         }
     }
@@ -117,23 +150,37 @@ async fn relay_back(out: Arc<UdpSocket>, relay: Arc<UdpSocket>, client: SocketAd
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut packet = Vec::with_capacity(MAX_DATAGRAM + 32);
     loop {
-        let Ok((n, from)) = out.recv_from(&mut buf).await else { return };
+        let Ok((n, from)) = out.recv_from(&mut buf).await else {
+            return;
+        };
         source.rx.fetch_add(n as u64, Relaxed);
         packet.clear();
-        UdpHeader { frag: 0, addr: Address::Ip(from) }.encode(&mut packet);
+        UdpHeader {
+            frag: 0,
+            addr: Address::Ip(from),
+        }
+        .encode(&mut packet);
         packet.extend_from_slice(&buf[..n]);
         let _ = relay.send_to(&packet, client).await;
     }
 }
 
 async fn bound_udp(source: &Source, dest: IpAddr) -> std::io::Result<UdpSocket> {
-    let domain = if dest.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let domain = if dest.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if let SourceKind::Iface { name } = &source.kind {
-        crate::sys::bind_device(&sock, name)?;
+        crate::dial::bind_to_uplink(&sock, name, dest.is_ipv4())?;
     }
     sock.set_nonblocking(true)?;
-    let any: SocketAddr = if dest.is_ipv4() { "0.0.0.0:0".parse().expect("literal") } else { "[::]:0".parse().expect("literal") };
+    let any: SocketAddr = if dest.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
     sock.bind(&any.into())?;
     UdpSocket::from_std(sock.into())
 }

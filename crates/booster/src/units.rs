@@ -1,8 +1,8 @@
 //! Quantities with units, as users write them in config and flags: sizes (`"2GB"`, `"512MiB"`),
 //! rates (`"20Mbit"`, `"2.5MB/s"`) and durations (`"250ms"`, `"10s"`).
 //!
-//! Each type parses from a string (and from a bare integer, meaning bytes, bits/s or seconds where
-//! that is unambiguous) so that TOML errors point at the offending line.
+//! Each type parses from a string with its unit (a size may also be a bare number of bytes, in
+//! quotes), so that TOML errors point at the offending line.
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::{fmt, str::FromStr, time::Duration};

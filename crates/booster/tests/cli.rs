@@ -14,7 +14,18 @@ fn booster() -> Command {
 
 #[test]
 fn an_open_proxy_is_refused_with_exit_code_2() {
-    let out = booster().args(["start", "--listen", "0.0.0.0:0", "--api", "127.0.0.1:0", "--probe-target", "none"]).output().unwrap();
+    let out = booster()
+        .args([
+            "start",
+            "--listen",
+            "0.0.0.0:0",
+            "--api",
+            "127.0.0.1:0",
+            "--probe-target",
+            "none",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("open proxy"), "{err}");
@@ -28,7 +39,10 @@ fn config_errors_name_file_line_and_key() {
     let out = booster().args(["start", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("booster.toml") && err.contains("line 2") && err.contains("bogus_key"), "{err}");
+    assert!(
+        err.contains("booster.toml") && err.contains("line 2") && err.contains("bogus_key"),
+        "{err}"
+    );
 
     std::fs::write(&path, "[[uplink]]\nname = \"wwan0\"\ncap = \"lots\"\n").unwrap();
     let out = booster().args(["start", "--config"]).arg(&path).output().unwrap();
@@ -73,13 +87,28 @@ fn secrets_never_reach_the_logs() {
 }
 
 fn nix_kill(pid: u32, sig: &str) {
-    Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
 }
 
 /// Starts the binary on loopback and returns (child, proxy addr, api addr).
 fn spawn_node(dir: &std::path::Path) -> (std::process::Child, String, String) {
     let mut child = booster()
-        .args(["start", "--iface", "lo", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--probe-target", "none", "--data-dir"])
+        .args([
+            "start",
+            "--iface",
+            "lo",
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--probe-target",
+            "none",
+            "--data-dir",
+        ])
         .arg(dir)
         .stderr(Stdio::piped())
         .spawn()
@@ -114,7 +143,13 @@ async fn status_and_persisted_usage_across_restart_and_kill_9() {
     let out = booster().args(["status", "--json", "--node", &api]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let lo = v["sources"].as_array().unwrap().iter().find(|s| s["name"] == "lo").unwrap().clone();
+    let lo = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "lo")
+        .unwrap()
+        .clone();
     assert!(lo["rx_bytes"].as_u64().unwrap() >= 2_000_000, "{lo}");
     let out = booster().args(["status", "--node", &api]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
@@ -141,8 +176,15 @@ async fn status_and_persisted_usage_across_restart_and_kill_9() {
 
 #[test]
 fn status_against_no_node_fails_with_exit_code_1() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = booster().args(["status", "--node", &format!("127.0.0.1:{port}")]).output().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = booster()
+        .args(["status", "--node", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }

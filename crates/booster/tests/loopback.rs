@@ -14,13 +14,23 @@ async fn curl_through_socks5_and_http_gets_the_exact_bytes() {
     let url = format!("http://{}/file/3MB", origin.local_addr());
     let want = lab::origin::sha256_hex(3_000_000, 3_000_000);
 
-    for proxy in [format!("socks5h://{}", node.proxy), format!("socks5://{}", node.proxy), format!("http://{}", node.proxy)] {
+    for proxy in [
+        format!("socks5h://{}", node.proxy),
+        format!("socks5://{}", node.proxy),
+        format!("http://{}", node.proxy),
+    ] {
         let (code, body, err) = curl(vec!["-x".into(), proxy.clone(), url.clone()]).await;
         assert_eq!(code, 0, "{proxy}: {err}");
         assert_eq!(sha256(&body), want, "{proxy}");
     }
     // HTTP CONNECT tunnel.
-    let (code, body, err) = curl(vec!["-p".into(), "-x".into(), format!("http://{}", node.proxy), url.clone()]).await;
+    let (code, body, err) = curl(vec![
+        "-p".into(),
+        "-x".into(),
+        format!("http://{}", node.proxy),
+        url.clone(),
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(sha256(&body), want);
     // A domain target, resolved by the node through its nameserver.
@@ -30,7 +40,10 @@ async fn curl_through_socks5_and_http_gets_the_exact_bytes() {
     assert_eq!(body.len(), 100_000);
 
     let lo = node.node().source("lo").unwrap();
-    assert!(lo.rx.load(std::sync::atomic::Ordering::Relaxed) >= 4 * 3_000_000, "bytes are counted against the uplink");
+    assert!(
+        lo.rx.load(std::sync::atomic::Ordering::Relaxed) >= 4 * 3_000_000,
+        "bytes are counted against the uplink"
+    );
     node.shutdown().await;
 }
 
@@ -43,7 +56,10 @@ async fn http_keep_alive_reuses_both_connections() {
     let (code, body, err) = curl(vec!["-v".into(), "-x".into(), format!("http://{}", node.proxy), a, b]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(body.len(), 3000);
-    assert!(err.contains("Re-using existing connection") || err.contains("Reusing existing"), "client connection was not kept alive:\n{err}");
+    assert!(
+        err.contains("Re-using existing connection") || err.contains("Reusing existing"),
+        "client connection was not kept alive:\n{err}"
+    );
     assert_eq!(node.node().clients_total.load(std::sync::atomic::Ordering::Relaxed), 1);
     node.shutdown().await;
 }
@@ -70,7 +86,9 @@ async fn tokio_socks_connects_to_ipv4_ipv6_and_names() {
         drop(l6);
     }
     for t in targets.drain(..) {
-        let mut s = tokio_socks::tcp::Socks5Stream::connect(node.proxy, t.as_str()).await.unwrap_or_else(|e| panic!("{t}: {e}"));
+        let mut s = tokio_socks::tcp::Socks5Stream::connect(node.proxy, t.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
         s.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
         s.read_exact(&mut buf).await.unwrap();
@@ -113,12 +131,17 @@ async fn udp_associate_relays_datagrams_both_ways() {
     });
     let node = node_with("").await;
     let backing = tokio::net::TcpStream::connect(node.proxy).await.unwrap();
-    let dgram = fast_socks5::client::Socks5Datagram::bind(backing, "127.0.0.1:0").await.expect("UDP ASSOCIATE accepted");
+    let dgram = fast_socks5::client::Socks5Datagram::bind(backing, "127.0.0.1:0")
+        .await
+        .expect("UDP ASSOCIATE accepted");
     for i in 0..3 {
         let msg = format!("hello {i}");
         dgram.send_to(msg.as_bytes(), server_addr).await.unwrap();
         let mut buf = [0u8; 2048];
-        let (n, from) = tokio::time::timeout(Duration::from_secs(10), dgram.recv_from(&mut buf)).await.expect("reply arrives").unwrap();
+        let (n, from) = tokio::time::timeout(Duration::from_secs(10), dgram.recv_from(&mut buf))
+            .await
+            .expect("reply arrives")
+            .unwrap();
         assert_eq!(&buf[..n], format!("echo:{msg}").as_bytes());
         assert_eq!(from.to_string(), server_addr.to_string());
     }
@@ -130,13 +153,18 @@ async fn raw(proxy: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await.expect("the node answers and closes");
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("the node answers and closes");
     out
 }
 
 #[tokio::test]
 async fn socks5_errors_get_precise_reply_codes() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let node = node_with("[[policy]]\nkind = \"block\"\nhosts = [\"blocked.example\"]\n").await;
     let p = closed.port().to_be_bytes();
     // CONNECT to a closed port: connection refused (5).
@@ -169,12 +197,23 @@ async fn socks5_errors_get_precise_reply_codes() {
 
 #[tokio::test]
 async fn http_errors_get_precise_statuses() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let node = node_with("[[policy]]\nkind = \"block\"\nhosts = [\"blocked.example\"]\n").await;
     let status = |r: Vec<u8>| String::from_utf8_lossy(&r).lines().next().unwrap_or("").to_string();
-    let r = raw(node.proxy, format!("CONNECT {closed} HTTP/1.1\r\nHost: {closed}\r\n\r\n").as_bytes()).await;
+    let r = raw(
+        node.proxy,
+        format!("CONNECT {closed} HTTP/1.1\r\nHost: {closed}\r\n\r\n").as_bytes(),
+    )
+    .await;
     assert!(status(r.clone()).starts_with("HTTP/1.1 502"), "{}", status(r));
-    let r = raw(node.proxy, b"GET http://blocked.example/ HTTP/1.1\r\nHost: blocked.example\r\n\r\n").await;
+    let r = raw(
+        node.proxy,
+        b"GET http://blocked.example/ HTTP/1.1\r\nHost: blocked.example\r\n\r\n",
+    )
+    .await;
     assert!(status(r.clone()).starts_with("HTTP/1.1 403"), "{}", status(r));
     let r = raw(node.proxy, b"GET /not-a-proxy-request HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(status(r.clone()).starts_with("HTTP/1.1 400"), "{}", status(r));
@@ -207,17 +246,38 @@ async fn auth_is_required_when_configured() {
     let origin = origin();
     let node = node_with("[auth]\nusername = \"alice\"\npassword = \"s3cret\"\n").await;
     let url = format!("http://{}/file/1000", origin.local_addr());
-    let (code, body, err) = curl(vec!["-x".into(), format!("socks5h://alice:s3cret@{}", node.proxy), url.clone()]).await;
+    let (code, body, err) = curl(vec![
+        "-x".into(),
+        format!("socks5h://alice:s3cret@{}", node.proxy),
+        url.clone(),
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(body.len(), 1000);
-    let (code, _, _) = curl(vec!["-x".into(), format!("socks5h://alice:wrong@{}", node.proxy), url.clone()]).await;
+    let (code, _, _) = curl(vec![
+        "-x".into(),
+        format!("socks5h://alice:wrong@{}", node.proxy),
+        url.clone(),
+    ])
+    .await;
     assert_ne!(code, 0, "a wrong password must fail");
     let (code, _, _) = curl(vec!["-x".into(), format!("socks5h://{}", node.proxy), url.clone()]).await;
     assert_ne!(code, 0, "no credentials must fail");
-    let (code, body, err) = curl(vec!["-x".into(), format!("http://alice:s3cret@{}", node.proxy), url.clone()]).await;
+    let (code, body, err) = curl(vec![
+        "-x".into(),
+        format!("http://alice:s3cret@{}", node.proxy),
+        url.clone(),
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(body.len(), 1000);
-    let (_, body, _) = curl(vec!["-i".into(), "-x".into(), format!("http://{}", node.proxy), url.clone()]).await;
+    let (_, body, _) = curl(vec![
+        "-i".into(),
+        "-x".into(),
+        format!("http://{}", node.proxy),
+        url.clone(),
+    ])
+    .await;
     let text = String::from_utf8_lossy(&body);
     assert!(text.starts_with("HTTP/1.1 407"), "{text}");
     assert!(text.contains("Proxy-Authenticate: Basic"), "{text}");
@@ -241,7 +301,10 @@ async fn shutdown_drains_open_connections() {
     let origin = origin();
     let node = node_with("drain_timeout = \"20s\"\n").await;
     // A slow download in flight when shutdown starts must still complete.
-    origin.set_faults(lab::origin::Faults { rate_limit_bps: Some(8_000_000), ..Default::default() });
+    origin.set_faults(lab::origin::Faults {
+        rate_limit_bps: Some(8_000_000),
+        ..Default::default()
+    });
     let url = format!("http://{}/file/1MB", origin.local_addr());
     let proxy = format!("socks5h://{}", node.proxy);
     let dl = tokio::spawn(curl(vec!["-x".into(), proxy, url]));
@@ -253,4 +316,64 @@ async fn shutdown_drains_open_connections() {
     let (code, body, err) = dl.await.unwrap();
     assert_eq!(code, 0, "{err}");
     assert_eq!(body.len(), 1_000_000);
+}
+
+#[tokio::test]
+async fn an_address_block_cannot_be_bypassed_by_name() {
+    let origin = origin();
+    let node = node_with("[[policy]]\nkind = \"block\"\nhosts = [\"127.0.0.0/8\"]\n").await;
+    // origin.test.booster resolves to 127.0.0.1 (our test nameserver): refused after DNS.
+    let url = format!("http://origin.test.booster:{}/file/1000", origin.local_addr().port());
+    let (code, _, err) = curl(vec!["-x".into(), format!("socks5h://{}", node.proxy), url.clone()]).await;
+    assert_ne!(code, 0, "{err}");
+    let (_, body, _) = curl(vec!["-i".into(), "-x".into(), format!("http://{}", node.proxy), url]).await;
+    assert!(
+        String::from_utf8_lossy(&body).starts_with("HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(origin.requests(), 0);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_bodies_early_answers_and_bad_chunks() {
+    let origin = origin();
+    let node = node_with("").await;
+    // A 300 kB POST with `Expect: 100-continue` (curl adds it) to a server that answers
+    // without reading the body: the client still gets the server's status.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body");
+    std::fs::write(&file, vec![b'x'; 300_000]).unwrap();
+    let url = format!("http://{}/no-such-path", origin.local_addr());
+    let (code, out, err) = curl(vec![
+        "-o".into(),
+        "/dev/null".into(),
+        "-w".into(),
+        "%{http_code}".into(),
+        "--data-binary".into(),
+        format!("@{}", file.display()),
+        "-x".into(),
+        format!("http://{}", node.proxy),
+        url,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out), "404");
+    // A malformed chunked request body: 400.
+    let r = raw(
+        node.proxy,
+        format!(
+            "POST http://{}/file/10 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            origin.local_addr()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    node.shutdown().await;
 }

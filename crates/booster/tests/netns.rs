@@ -44,14 +44,29 @@ impl Drop for World {
 }
 
 fn world() -> World {
-    let lab = Lab::build_with(&profile("home").unwrap(), LabOptions { extra_unnamed_iface: true }).expect("lab builds");
+    let lab = Lab::build_with(
+        &profile("home").unwrap(),
+        LabOptions {
+            extra_unnamed_iface: true,
+        },
+    )
+    .expect("lab builds");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = lab.in_ns(lab.internet_ns(), || std::net::TcpListener::bind("10.99.0.1:80")).unwrap().unwrap();
+    let listener = lab
+        .in_ns(lab.internet_ns(), || std::net::TcpListener::bind("10.99.0.1:80"))
+        .unwrap()
+        .unwrap();
     let origin = {
         let _g = rt.enter();
         Origin::serve(listener, Default::default()).unwrap()
     };
-    World { lab, _rt: rt, origin, node: None, dir: tempfile::tempdir().unwrap() }
+    World {
+        lab,
+        _rt: rt,
+        origin,
+        node: None,
+        dir: tempfile::tempdir().unwrap(),
+    }
 }
 
 impl World {
@@ -65,7 +80,11 @@ impl World {
         let base = "listen = \"127.0.0.1:1080\"\napi = \"127.0.0.1:4884\"\nprobe_target = \"10.99.0.1:80\"\nprobe_interval = \"500ms\"\ndiscover_interval = \"500ms\"\nconnect_timeout = \"2s\"\n";
         std::fs::write(&cfg, format!("{base}{toml}")).unwrap();
         let mut cmd = self.lab.command(&self.home(), env!("CARGO_BIN_EXE_booster"));
-        cmd.arg("start").arg("--config").arg(&cfg).arg("--data-dir").arg(self.dir.path());
+        cmd.arg("start")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(self.dir.path());
         if !toml.contains("[[uplink]]") {
             for u in UPLINKS {
                 cmd.args(["--iface", u]);
@@ -90,17 +109,32 @@ impl World {
         let out = self
             .lab
             .command(&self.home(), "curl")
-            .args(["-sS", "--max-time", "60", "-o", "/dev/null", "-w", "%{size_download}", "-x", "socks5h://127.0.0.1:1080"])
+            .args([
+                "-sS",
+                "--max-time",
+                "60",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                "-x",
+                "socks5h://127.0.0.1:1080",
+            ])
             .arg(format!("http://10.99.0.1{path}"))
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0),
+        )
     }
 
     /// `n` downloads of `size` at once; returns how many succeeded.
     fn fetch_parallel(&self, n: usize, size: &str) -> usize {
         std::thread::scope(|s| {
-            let hs: Vec<_> = (0..n).map(|i| s.spawn(move || self.fetch(&format!("/file/{size}?seed={i}")))).collect();
+            let hs: Vec<_> = (0..n)
+                .map(|i| s.spawn(move || self.fetch(&format!("/file/{size}?seed={i}"))))
+                .collect();
             hs.into_iter().map(|h| h.join().unwrap()).filter(|(ok, _)| *ok).count()
         })
     }
@@ -113,13 +147,24 @@ impl World {
     }
 
     fn status(&self) -> serde_json::Value {
-        let out = self.lab.command(&self.home(), env!("CARGO_BIN_EXE_booster")).args(["status", "--json", "--node", "127.0.0.1:4884"]).output().unwrap();
+        let out = self
+            .lab
+            .command(&self.home(), env!("CARGO_BIN_EXE_booster"))
+            .args(["status", "--json", "--node", "127.0.0.1:4884"])
+            .output()
+            .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
     fn health(&self, source: &str) -> String {
         let v = self.status();
-        v["sources"].as_array().into_iter().flatten().find(|s| s["name"] == source).map(|s| s["health"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+        v["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == source)
+            .map(|s| s["health"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
     }
 
     fn wait_health(&self, source: &str, want: &[&str]) {
@@ -206,7 +251,13 @@ fn caps_and_policies_hold() {
     // Use up the cap (downloads spread over 4g-a and 4g-b).
     assert_eq!(w.fetch_parallel(6, "1MB"), 6);
     let v = w.status();
-    let capped = v["sources"].as_array().unwrap().iter().find(|s| s["name"] == "4g-a").unwrap().clone();
+    let capped = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "4g-a")
+        .unwrap()
+        .clone();
     assert_eq!(capped["over_cap"], true, "{capped}");
     // Over its cap, 4g-a is only a backup: new connections go elsewhere while 4g-b is up and
     // not saturated (let the last burst's throughput estimate settle first).

@@ -172,8 +172,7 @@ impl RequestHead {
         let Some(len) = complete(req.parse(limit(buf, max_head)), buf.len(), max_head)? else {
             return Ok(None);
         };
-        let (Some(method), Some(target), Some(version_minor)) = (req.method, req.path, req.version)
-        else {
+        let (Some(method), Some(target), Some(version_minor)) = (req.method, req.path, req.version) else {
             return Err(HttpError::Malformed("incomplete request line"));
         };
         let head = RequestHead {
@@ -240,8 +239,7 @@ impl RequestHead {
         let named = connection_options(&self.headers, &["connection"]);
         let strip = |name: &str| {
             let listed = |list: &[&str]| list.iter().any(|h| h.eq_ignore_ascii_case(name));
-            (listed(HOP_BY_HOP) || named.iter().any(|n| n.eq_ignore_ascii_case(name)))
-                && !listed(NEVER_STRIPPED)
+            (listed(HOP_BY_HOP) || named.iter().any(|n| n.eq_ignore_ascii_case(name))) && !listed(NEVER_STRIPPED)
         };
         let host = Header::new("Host", target.host_header());
         let mut headers = Vec::with_capacity(self.headers.len() + 1);
@@ -323,8 +321,7 @@ impl ResponseHead {
             || (100..200).contains(&self.status)
             || self.status == 204
             || self.status == 304
-            || (request_method.eq_ignore_ascii_case("CONNECT")
-                && (200..300).contains(&self.status));
+            || (request_method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&self.status));
         if bodiless {
             return Ok(BodyFraming::None);
         }
@@ -368,10 +365,7 @@ fn framing_headers(headers: &[Header], version_minor: u8) -> Result<Framing, Htt
             return Err(HttpError::BadTransferEncoding);
         }
         let codings = list_values(headers, "transfer-encoding")?;
-        let chunked = codings
-            .iter()
-            .filter(|c| c.eq_ignore_ascii_case("chunked"))
-            .count();
+        let chunked = codings.iter().filter(|c| c.eq_ignore_ascii_case("chunked")).count();
         return match codings.last() {
             None => Err(HttpError::BadTransferEncoding),
             Some(last) if !last.eq_ignore_ascii_case("chunked") => {
@@ -386,8 +380,7 @@ fn framing_headers(headers: &[Header], version_minor: u8) -> Result<Framing, Htt
             Some(_) => Ok(Framing::Chunked),
         };
     }
-    let lengths =
-        list_values(headers, "content-length").map_err(|_| HttpError::BadContentLength)?;
+    let lengths = list_values(headers, "content-length").map_err(|_| HttpError::BadContentLength)?;
     if lengths.is_empty() && has("content-length") {
         return Err(HttpError::BadContentLength);
     }
@@ -415,8 +408,7 @@ fn parse_decimal(text: &str) -> Option<u64> {
 fn list_values<'a>(headers: &'a [Header], name: &str) -> Result<Vec<&'a str>, HttpError> {
     let mut values = Vec::new();
     for header in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
-        let text = std::str::from_utf8(&header.value)
-            .map_err(|_| HttpError::Malformed("non-ASCII list header"))?;
+        let text = std::str::from_utf8(&header.value).map_err(|_| HttpError::Malformed("non-ASCII list header"))?;
         values.extend(
             text.split(',')
                 .map(|v| v.trim_matches([' ', '\t']))
@@ -451,10 +443,7 @@ fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
 }
 
 fn own_headers(parsed: &[httparse::Header<'_>]) -> Vec<Header> {
-    parsed
-        .iter()
-        .map(|h| Header::new(h.name, h.value))
-        .collect()
+    parsed.iter().map(|h| Header::new(h.name, h.value)).collect()
 }
 
 fn encode_headers(headers: &[Header], out: &mut Vec<u8>) {
@@ -472,11 +461,7 @@ fn limit(buf: &[u8], max_head: usize) -> &[u8] {
     buf.get(..max_head).unwrap_or(buf)
 }
 
-fn complete(
-    parsed: httparse::Result<usize>,
-    buffered: usize,
-    max_head: usize,
-) -> Result<Option<usize>, HttpError> {
+fn complete(parsed: httparse::Result<usize>, buffered: usize, max_head: usize) -> Result<Option<usize>, HttpError> {
     match parsed? {
         httparse::Status::Complete(len) => Ok(Some(len)),
         httparse::Status::Partial if buffered >= max_head => Err(HttpError::TooLarge),

@@ -227,8 +227,7 @@ pub enum Address {
 
 impl Address {
     /// The unspecified IPv4 address with port 0, the usual `BND.ADDR` of a failure reply.
-    pub const UNSPECIFIED: Address =
-        Address::Ip(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
+    pub const UNSPECIFIED: Address = Address::Ip(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
 
     pub fn port(&self) -> u16 {
         match self {
@@ -257,10 +256,7 @@ impl Address {
                 };
                 let ip = Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]);
                 let port = u16::from_be_bytes([raw[4], raw[5]]);
-                Ok(Some((
-                    Address::Ip(SocketAddr::V4(SocketAddrV4::new(ip, port))),
-                    7,
-                )))
+                Ok(Some((Address::Ip(SocketAddr::V4(SocketAddrV4::new(ip, port))), 7)))
             }
             ATYP_IPV6 => {
                 let Some(raw) = buf.get(1..19) else {
@@ -572,8 +568,7 @@ mod tests {
 
     fn arb_address() -> impl Strategy<Value = Address> {
         prop_oneof![
-            (any::<[u8; 4]>(), any::<u16>())
-                .prop_map(|(ip, port)| Address::Ip(SocketAddr::from((ip, port)))),
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| Address::Ip(SocketAddr::from((ip, port)))),
             (any::<[u8; 16]>(), any::<u16>())
                 .prop_map(|(ip, port)| Address::Ip(SocketAddr::from((Ipv6Addr::from(ip), port)))),
             (arb_domain(), any::<u16>()).prop_map(|(name, port)| Address::Domain(name, port)),
@@ -581,11 +576,7 @@ mod tests {
     }
 
     fn arb_command() -> impl Strategy<Value = Command> {
-        prop_oneof![
-            Just(Command::Connect),
-            Just(Command::Bind),
-            Just(Command::UdpAssociate)
-        ]
+        prop_oneof![Just(Command::Connect), Just(Command::Bind), Just(Command::UdpAssociate)]
     }
 
     fn arb_reply() -> impl Strategy<Value = Reply> {
@@ -714,10 +705,7 @@ mod tests {
 
     #[test]
     fn error_reply_mapping() {
-        assert_eq!(
-            Socks5Error::UnsupportedCommand(9).reply(),
-            Reply::CommandNotSupported
-        );
+        assert_eq!(Socks5Error::UnsupportedCommand(9).reply(), Reply::CommandNotSupported);
         assert_eq!(
             Socks5Error::UnsupportedAddressType(2).reply(),
             Reply::AddressTypeNotSupported
@@ -729,10 +717,7 @@ mod tests {
     #[test]
     fn domain_prefix_is_judged_early() {
         // A NUL in the third byte of a 20-byte name is refused before the rest arrives.
-        assert_eq!(
-            Address::decode(&[3, 20, b'a', b'b', 0]),
-            Err(Socks5Error::BadDomain)
-        );
+        assert_eq!(Address::decode(&[3, 20, b'a', b'b', 0]), Err(Socks5Error::BadDomain));
         // A multi-byte character cut at the end of the buffer is not judged yet.
         let cut = "é".as_bytes();
         assert_eq!(Address::decode(&[3, 20, b'a', cut[0]]), Ok(None));

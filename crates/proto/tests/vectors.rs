@@ -5,18 +5,12 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use proto::http::{
-    self, BodyFraming, BodyTracker, Header, HttpError, ProxyTarget, RequestHead, ResponseHead,
-    MAX_HEAD,
+    self, BodyFraming, BodyTracker, Header, HttpError, ProxyTarget, RequestHead, ResponseHead, MAX_HEAD,
 };
-use proto::socks5::{
-    self, Address, Command, Greeting, Reply, Request, Socks5Error, UdpHeader, UserPass,
-};
+use proto::socks5::{self, Address, Command, Greeting, Reply, Request, Socks5Error, UdpHeader, UserPass};
 
 /// Every strict prefix of `wire` needs more bytes; the whole of it decodes.
-fn assert_prefixes_pending<T, E: std::fmt::Debug>(
-    wire: &[u8],
-    decode: impl Fn(&[u8]) -> Result<Option<T>, E>,
-) {
+fn assert_prefixes_pending<T, E: std::fmt::Debug>(wire: &[u8], decode: impl Fn(&[u8]) -> Result<Option<T>, E>) {
     for cut in 0..wire.len() {
         let result = decode(&wire[..cut]);
         assert!(
@@ -37,10 +31,7 @@ fn v4(a: [u8; 4], port: u16) -> Address {
 #[test]
 fn greeting_no_auth() {
     let wire = [0x05, 0x01, 0x00];
-    assert_eq!(
-        Greeting::decode(&wire),
-        Ok(Some((Greeting { methods: vec![0] }, 3)))
-    );
+    assert_eq!(Greeting::decode(&wire), Ok(Some((Greeting { methods: vec![0] }, 3))));
     assert_prefixes_pending(&wire, Greeting::decode);
     let mut out = Vec::new();
     socks5::encode_method_selection(socks5::METHOD_NO_AUTH, &mut out);
@@ -57,14 +48,8 @@ fn greeting_two_methods_with_trailing_bytes() {
 
 #[test]
 fn greeting_malformed() {
-    assert_eq!(
-        Greeting::decode(&[0x04, 0x01, 0x00]),
-        Err(Socks5Error::BadVersion(4))
-    );
-    assert_eq!(
-        Greeting::decode(b"GET / HTTP/1.1"),
-        Err(Socks5Error::BadVersion(b'G'))
-    );
+    assert_eq!(Greeting::decode(&[0x04, 0x01, 0x00]), Err(Socks5Error::BadVersion(4)));
+    assert_eq!(Greeting::decode(b"GET / HTTP/1.1"), Err(Socks5Error::BadVersion(b'G')));
     assert_eq!(Greeting::decode(&[0x05, 0x00]), Err(Socks5Error::NoMethods));
     let mut out = Vec::new();
     socks5::encode_method_selection(socks5::METHOD_NO_ACCEPTABLE, &mut out);
@@ -78,18 +63,12 @@ fn user_pass_rfc1929() {
         username: b"alice".to_vec(),
         password: b"hunter2".to_vec(),
     };
-    assert_eq!(
-        UserPass::decode(wire),
-        Ok(Some((expected.clone(), wire.len())))
-    );
+    assert_eq!(UserPass::decode(wire), Ok(Some((expected.clone(), wire.len()))));
     assert_prefixes_pending(wire, UserPass::decode);
     let mut out = Vec::new();
     expected.encode(&mut out);
     assert_eq!(out, wire);
-    assert_eq!(
-        UserPass::decode(&[0x05, 0x01]),
-        Err(Socks5Error::BadAuthVersion(5))
-    );
+    assert_eq!(UserPass::decode(&[0x05, 0x01]), Err(Socks5Error::BadAuthVersion(5)));
     let (mut ok, mut fail) = (Vec::new(), Vec::new());
     socks5::encode_auth_status(true, &mut ok);
     socks5::encode_auth_status(false, &mut fail);
@@ -104,10 +83,7 @@ fn connect_ipv4() {
         command: Command::Connect,
         addr: v4([192, 0, 2, 1], 80),
     };
-    assert_eq!(
-        Request::decode(&wire),
-        Ok(Some((expected.clone(), wire.len())))
-    );
+    assert_eq!(Request::decode(&wire), Ok(Some((expected.clone(), wire.len()))));
     assert_prefixes_pending(&wire, Request::decode);
     let mut out = Vec::new();
     expected.encode(&mut out);
@@ -164,21 +140,13 @@ fn udp_associate_allows_zero_port() {
 #[test]
 fn request_malformed_maps_to_reply_codes() {
     let cases: &[(&[u8], Socks5Error, Reply)] = &[
-        (
-            &[0x04, 0x01],
-            Socks5Error::BadVersion(4),
-            Reply::GeneralFailure,
-        ),
+        (&[0x04, 0x01], Socks5Error::BadVersion(4), Reply::GeneralFailure),
         (
             &[0x05, 0x09],
             Socks5Error::UnsupportedCommand(9),
             Reply::CommandNotSupported,
         ),
-        (
-            &[0x05, 0x01, 0x01],
-            Socks5Error::ReservedNonZero,
-            Reply::GeneralFailure,
-        ),
+        (&[0x05, 0x01, 0x01], Socks5Error::ReservedNonZero, Reply::GeneralFailure),
         (
             &[0x05, 0x01, 0x00, 0x02],
             Socks5Error::UnsupportedAddressType(2),
@@ -235,10 +203,7 @@ fn replies() {
     out.clear();
     socks5::encode_reply(Reply::HostUnreachable, &Address::UNSPECIFIED, &mut out);
     assert_eq!(out, [0x05, 0x04, 0x00, 0x01, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(
-        socks5::decode_reply(&[0x05, 0x09]),
-        Err(Socks5Error::UnknownReply(9))
-    );
+    assert_eq!(socks5::decode_reply(&[0x05, 0x09]), Err(Socks5Error::UnknownReply(9)));
     assert_eq!(Reply::AddressTypeNotSupported as u8, 8);
 }
 
@@ -255,15 +220,9 @@ fn udp_header() {
     header.encode(&mut out);
     assert_eq!(out, datagram[..10]);
 
-    assert_eq!(
-        UdpHeader::decode(&datagram[..9]),
-        Err(Socks5Error::Truncated)
-    );
+    assert_eq!(UdpHeader::decode(&datagram[..9]), Err(Socks5Error::Truncated));
     assert_eq!(UdpHeader::decode(&[]), Err(Socks5Error::Truncated));
-    assert_eq!(
-        UdpHeader::decode(&[0, 1, 0, 1]),
-        Err(Socks5Error::ReservedNonZero)
-    );
+    assert_eq!(UdpHeader::decode(&[0, 1, 0, 1]), Err(Socks5Error::ReservedNonZero));
     assert_eq!(
         UdpHeader::decode(&[0, 0, 0, 7]),
         Err(Socks5Error::UnsupportedAddressType(7))
@@ -275,17 +234,13 @@ fn udp_header() {
 // ---------------------------------------------------------------- HTTP heads
 
 fn request(wire: &str) -> RequestHead {
-    let (head, used) = RequestHead::decode(wire.as_bytes(), MAX_HEAD)
-        .unwrap()
-        .unwrap();
+    let (head, used) = RequestHead::decode(wire.as_bytes(), MAX_HEAD).unwrap().unwrap();
     assert_eq!(used, wire.len());
     head
 }
 
 fn response(wire: &str) -> ResponseHead {
-    let (head, used) = ResponseHead::decode(wire.as_bytes(), MAX_HEAD)
-        .unwrap()
-        .unwrap();
+    let (head, used) = ResponseHead::decode(wire.as_bytes(), MAX_HEAD).unwrap().unwrap();
     assert_eq!(used, wire.len());
     head
 }
@@ -340,9 +295,7 @@ fn absolute_form_targets() {
         ("http://10.0.0.1:/p", "10.0.0.1", 80, "/p"),
     ];
     for (uri, host, port, path) in cases {
-        let target = request(&format!("GET {uri} HTTP/1.1\r\n\r\n"))
-            .proxy_target()
-            .unwrap();
+        let target = request(&format!("GET {uri} HTTP/1.1\r\n\r\n")).proxy_target().unwrap();
         let expected = ProxyTarget::Absolute {
             host: host.into(),
             port,
@@ -374,21 +327,12 @@ fn keep_alive_rules() {
     let cases = [
         ("GET / HTTP/1.1\r\n\r\n", true),
         ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
-        (
-            "GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n",
-            false,
-        ),
+        ("GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n", false),
         ("GET / HTTP/1.1\r\nProxy-Connection: close\r\n\r\n", false),
         ("GET / HTTP/1.0\r\n\r\n", false),
         ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
-        (
-            "GET / HTTP/1.0\r\nProxy-Connection: Keep-Alive\r\n\r\n",
-            true,
-        ),
-        (
-            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
-            false,
-        ),
+        ("GET / HTTP/1.0\r\nProxy-Connection: Keep-Alive\r\n\r\n", true),
+        ("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", false),
     ];
     for (wire, expected) in cases {
         assert_eq!(request(wire).keep_alive(), expected, "{wire:?}");
@@ -432,16 +376,11 @@ fn hop_by_hop_stripping() {
 #[test]
 fn head_limits_and_malformed_heads() {
     let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100));
-    assert_eq!(
-        RequestHead::decode(big.as_bytes(), 64),
-        Err(HttpError::TooLarge)
-    );
+    assert_eq!(RequestHead::decode(big.as_bytes(), 64), Err(HttpError::TooLarge));
     assert_eq!(RequestHead::decode(&big.as_bytes()[..63], 64), Ok(None));
     assert_eq!(HttpError::TooLarge.status(), 431);
 
-    let many: String = (0..=http::MAX_HEADERS)
-        .map(|i| format!("X-{i}: v\r\n"))
-        .collect();
+    let many: String = (0..=http::MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
     let wire = format!("GET / HTTP/1.1\r\n{many}\r\n");
     assert_eq!(
         RequestHead::decode(wire.as_bytes(), MAX_HEAD),
@@ -467,30 +406,16 @@ fn head_limits_and_malformed_heads() {
 
 #[test]
 fn request_body_framing_and_smuggling() {
-    let framing = |headers: &str| {
-        request(&format!("POST http://h/ HTTP/1.1\r\n{headers}\r\n")).body_framing()
-    };
+    let framing = |headers: &str| request(&format!("POST http://h/ HTTP/1.1\r\n{headers}\r\n")).body_framing();
     assert_eq!(framing(""), Ok(BodyFraming::None));
-    assert_eq!(
-        framing("Content-Length: 42\r\n"),
-        Ok(BodyFraming::Length(42))
-    );
+    assert_eq!(framing("Content-Length: 42\r\n"), Ok(BodyFraming::Length(42)));
     assert_eq!(
         framing("Content-Length: 42\r\nContent-Length: 42\r\n"),
         Ok(BodyFraming::Length(42))
     );
-    assert_eq!(
-        framing("Content-Length: 42, 42\r\n"),
-        Ok(BodyFraming::Length(42))
-    );
-    assert_eq!(
-        framing("Transfer-Encoding: chunked\r\n"),
-        Ok(BodyFraming::Chunked)
-    );
-    assert_eq!(
-        framing("Transfer-Encoding: Chunked\r\n"),
-        Ok(BodyFraming::Chunked)
-    );
+    assert_eq!(framing("Content-Length: 42, 42\r\n"), Ok(BodyFraming::Length(42)));
+    assert_eq!(framing("Transfer-Encoding: chunked\r\n"), Ok(BodyFraming::Chunked));
+    assert_eq!(framing("Transfer-Encoding: Chunked\r\n"), Ok(BodyFraming::Chunked));
     let refused = [
         (
             "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n",
@@ -526,21 +451,9 @@ fn request_body_framing_and_smuggling() {
             HttpError::BadTransferEncoding,
             400,
         ),
-        (
-            "Transfer-Encoding: gzip\r\n",
-            HttpError::BadTransferEncoding,
-            400,
-        ),
-        (
-            "Transfer-Encoding: \r\n",
-            HttpError::BadTransferEncoding,
-            400,
-        ),
-        (
-            "Transfer-Encoding: xchunked\r\n",
-            HttpError::BadTransferEncoding,
-            400,
-        ),
+        ("Transfer-Encoding: gzip\r\n", HttpError::BadTransferEncoding, 400),
+        ("Transfer-Encoding: \r\n", HttpError::BadTransferEncoding, 400),
+        ("Transfer-Encoding: xchunked\r\n", HttpError::BadTransferEncoding, 400),
         (
             "Transfer-Encoding: gzip, chunked\r\n",
             HttpError::UnsupportedTransferEncoding,
@@ -576,8 +489,7 @@ fn response_body_framing() {
     assert_eq!(chunked.body_framing("GET"), Ok(BodyFraming::Chunked));
     let gzip = response("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
     assert_eq!(gzip.body_framing("GET"), Ok(BodyFraming::UntilClose));
-    let both =
-        response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+    let both = response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
     assert_eq!(both.body_framing("GET"), Err(HttpError::ConflictingFraming));
     assert_eq!(
         response("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").reason,
@@ -589,8 +501,7 @@ fn response_body_framing() {
 
 // ---------------------------------------------------------------- HTTP bodies
 
-const CHUNKED: &[u8] =
-    b"4\r\nWiki\r\n5;name=val\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\n\r\n";
+const CHUNKED: &[u8] = b"4\r\nWiki\r\n5;name=val\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\n\r\n";
 
 fn feed_whole_and_bytewise(body: &[u8]) -> [Result<(usize, bool), HttpError>; 2] {
     let whole = {
@@ -626,10 +537,7 @@ fn chunked_body_whole_and_byte_at_a_time() {
         assert_eq!(result, Ok((5, true)));
     }
     let mut tracker = BodyTracker::new(BodyFraming::Chunked);
-    assert_eq!(
-        tracker.feed(&CHUNKED[..CHUNKED.len() - 1]),
-        Ok(CHUNKED.len() - 1)
-    );
+    assert_eq!(tracker.feed(&CHUNKED[..CHUNKED.len() - 1]), Ok(CHUNKED.len() - 1));
     assert!(!tracker.is_done());
 }
 
@@ -661,10 +569,7 @@ fn chunked_body_malformed() {
 fn length_and_until_close_bodies() {
     let mut tracker = BodyTracker::new(BodyFraming::Length(5));
     assert_eq!((tracker.feed(b"hel"), tracker.is_done()), (Ok(3), false));
-    assert_eq!(
-        (tracker.feed(b"lo world"), tracker.is_done()),
-        (Ok(2), true)
-    );
+    assert_eq!((tracker.feed(b"lo world"), tracker.is_done()), (Ok(2), true));
     assert_eq!(tracker.feed(b"more"), Ok(0));
     assert!(BodyTracker::new(BodyFraming::None).is_done());
     assert!(BodyTracker::new(BodyFraming::Length(0)).is_done());

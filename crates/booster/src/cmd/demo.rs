@@ -49,11 +49,22 @@ pub async fn run(args: DemoArgs) -> ExitCode {
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let Some(prof) = profile::profile(&args.profile) else {
-        anyhow::bail!("unknown profile `{}` (try: {})", args.profile, profile::PROFILE_NAMES.join(", "));
+        anyhow::bail!(
+            "unknown profile `{}` (try: {})",
+            args.profile,
+            profile::PROFILE_NAMES.join(", ")
+        );
     };
     let specs: Vec<profile::LinkSpec> = prof.links().map(|(_, l)| l.clone()).collect();
-    let desc: Vec<String> = specs.iter().map(|l| format!("{} {} Mbit/{} ms", l.name, l.rate_bps / 1_000_000, l.rtt.as_millis())).collect();
-    println!("booster demo: the `{}` profile emulated in-process ({})", prof.name, desc.join(", "));
+    let desc: Vec<String> = specs
+        .iter()
+        .map(|l| format!("{} {} Mbit/{} ms", l.name, l.rate_bps / 1_000_000, l.rtt.as_millis()))
+        .collect();
+    println!(
+        "booster demo: the `{}` profile emulated in-process ({})",
+        prof.name,
+        desc.join(", ")
+    );
     println!("Each link is shaped in both directions (rate, RTT); the origin and the node run on loopback.\n");
 
     let origin = Origin::serve(std::net::TcpListener::bind("127.0.0.1:0")?, Default::default())?;
@@ -70,7 +81,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 let v = links.iter().map(|l| l.bytes_down()).collect();
-                samples.lock().expect("sampler lock").push((t0.elapsed().as_secs_f64(), v));
+                samples
+                    .lock()
+                    .expect("sampler lock")
+                    .push((t0.elapsed().as_secs_f64(), v));
             }
         })
     };
@@ -84,7 +98,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             let stop = Instant::now() + Duration::from_secs(secs);
             let start = Instant::now();
             let s = link.connect(origin_addr).await?;
-            let n = get_count(s, &origin_addr.to_string(), "/file/1GB", Some(stop)).await.map_err(anyhow::Error::msg)?;
+            let n = get_count(s, &origin_addr.to_string(), "/file/1GB", Some(stop))
+                .await
+                .map_err(anyhow::Error::msg)?;
             anyhow::Ok(n as f64 / start.elapsed().as_secs_f64())
         }
     }))
@@ -92,7 +108,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     .into_iter()
     .collect::<Result<Vec<f64>, _>>()?;
     let link_sum: f64 = alone.iter().sum();
-    let (best_i, best) = alone.iter().copied().enumerate().fold((0, 0.0), |a, (i, r)| if r > a.1 { (i, r) } else { a });
+    let (best_i, best) = alone
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, 0.0), |a, (i, r)| if r > a.1 { (i, r) } else { a });
 
     // 2. A booster node over the same links. It starts cold, as after installation: a short
     // warm-up lets it learn each link's capacity (a real node remembers it across restarts).
@@ -111,12 +131,33 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     cfg.uplinks.clear();
     // Only the emulated links: never the machine's own interfaces.
     cfg.discover = false;
-    let sources = links.iter().map(|l| Source::new(l.name().to_string(), SourceKind::Emulated(l.clone()), Tier::Primary, None, None)).collect();
-    let running = run::start(cfg, Extras { sources, no_store: true }).await?;
+    let sources = links
+        .iter()
+        .map(|l| {
+            Source::new(
+                l.name().to_string(),
+                SourceKind::Emulated(l.clone()),
+                Tier::Primary,
+                None,
+                None,
+            )
+        })
+        .collect();
+    let running = run::start(
+        cfg,
+        Extras {
+            sources,
+            no_store: true,
+        },
+    )
+    .await?;
     let proxy = running.proxy_addr;
     println!("[2/3] booster node on {proxy}: warming up (learning link capacities) ...");
     parallel(proxy, origin_addr, args.parallel, "/file/2MB").await?;
-    println!("[3/3] {} parallel 4 MB downloads through booster's proxy ...", args.parallel);
+    println!(
+        "[3/3] {} parallel 4 MB downloads through booster's proxy ...",
+        args.parallel
+    );
     let (bytes, took) = parallel(proxy, origin_addr, args.parallel, "/file/4MB").await?;
     let boosted = bytes as f64 / took;
     running.shutdown().await;
@@ -124,12 +165,33 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     let mb = |r: f64| r / 1e6;
     println!();
-    println!("{:<44} {:>8} {:>12} {:>13}", "what", "MB/s", "of link sum", "vs best link");
-    println!("{:<44} {:>8.2} {:>11.0}% {:>13}", "each link alone, all at once (the link sum)", mb(link_sum), 100.0, "");
+    println!(
+        "{:<44} {:>8} {:>12} {:>13}",
+        "what", "MB/s", "of link sum", "vs best link"
+    );
+    println!(
+        "{:<44} {:>8.2} {:>11.0}% {:>13}",
+        "each link alone, all at once (the link sum)",
+        mb(link_sum),
+        100.0,
+        ""
+    );
     for (l, r) in specs.iter().zip(&alone) {
-        println!("{:<44} {:>8.2} {:>11.0}% {:>12.2}×", format!("  {} alone", l.name), mb(*r), r / link_sum * 100.0, r / best);
+        println!(
+            "{:<44} {:>8.2} {:>11.0}% {:>12.2}×",
+            format!("  {} alone", l.name),
+            mb(*r),
+            r / link_sum * 100.0,
+            r / best
+        );
     }
-    println!("{:<44} {:>8.2} {:>11.0}% {:>12.2}×", format!("best single link ({})", specs[best_i].name), mb(best), best / link_sum * 100.0, 1.0);
+    println!(
+        "{:<44} {:>8.2} {:>11.0}% {:>12.2}×",
+        format!("best single link ({})", specs[best_i].name),
+        mb(best),
+        best / link_sum * 100.0,
+        1.0
+    );
     println!(
         "{:<44} {:>8.2} {:>11.0}% {:>12.2}×",
         format!("{} parallel downloads through booster", args.parallel),
@@ -137,8 +199,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         boosted / link_sum * 100.0,
         boosted / best
     );
-    println!("{:<44} {:>8} {:>12} {:>13}", "one download over every link (booster get)", "-", "coming", "(issue 5)");
-    println!("{:<44} {:>8} {:>12} {:>13}", "one stream over the bond (booster relay)", "-", "coming", "(issue 6)");
+    println!(
+        "{:<44} {:>8} {:>12} {:>13}",
+        "one download over every link (booster get)", "-", "coming", "(issue 5)"
+    );
+    println!(
+        "{:<44} {:>8} {:>12} {:>13}",
+        "one stream over the bond (booster relay)", "-", "coming", "(issue 6)"
+    );
 
     let samples = samples.lock().expect("sampler lock").clone();
     let series: Vec<plot::Series> = specs
@@ -149,7 +217,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             points: plot::rates_mbit(&samples.iter().map(|(t, v)| (*t, v[i])).collect::<Vec<_>>()),
         })
         .collect();
-    plot::line_chart_svg(&args.plot, "booster demo: throughput per link (first: each alone; then through booster)", "Mbit/s", &series)?;
+    plot::line_chart_svg(
+        &args.plot,
+        "booster demo: throughput per link (first: each alone; then through booster)",
+        "Mbit/s",
+        &series,
+    )?;
     println!("\nplot of per-link throughput over time: {}", args.plot.display());
     println!("Next: `booster start` runs a real node on your own uplinks; see README.md.");
     let _ = std::fs::remove_dir_all(dir);
@@ -157,14 +230,21 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `n` downloads of `path` at once through the proxy; returns (bytes, seconds until the last finished).
-async fn parallel(proxy: std::net::SocketAddr, origin: std::net::SocketAddr, n: usize, path: &str) -> anyhow::Result<(u64, f64)> {
+async fn parallel(
+    proxy: std::net::SocketAddr,
+    origin: std::net::SocketAddr,
+    n: usize,
+    path: &str,
+) -> anyhow::Result<(u64, f64)> {
     let start = Instant::now();
     let url = format!("http://{origin}{path}");
     let results = futures::future::join_all((0..n).map(|_| {
         let url = url.clone();
         async move {
             let s = tokio::net::TcpStream::connect(proxy).await?;
-            get_count(s, &origin.to_string(), &url, None).await.map_err(anyhow::Error::msg)
+            get_count(s, &origin.to_string(), &url, None)
+                .await
+                .map_err(anyhow::Error::msg)
         }
     }))
     .await;

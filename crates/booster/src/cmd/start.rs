@@ -39,7 +39,13 @@ pub async fn run(args: StartArgs) -> ExitCode {
         },
         None => FileConfig::default(),
     };
-    let flags = Overrides { listen: args.listen, api: args.api, iface: args.iface, data_dir: args.data_dir, probe_target: args.probe_target };
+    let flags = Overrides {
+        listen: args.listen,
+        api: args.api,
+        iface: args.iface,
+        data_dir: args.data_dir,
+        probe_target: args.probe_target,
+    };
     let config = match Config::build(file, flags) {
         Ok(c) => c,
         Err(e) => {
@@ -47,13 +53,28 @@ pub async fn run(args: StartArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut config = config;
     match crate::sys::raise_nofile_limit() {
-        Ok(n) if (n as usize) < config.max_connections * 2 + 64 => tracing::warn!(
-            nofile = n,
-            max_connections = config.max_connections,
-            "the open-file limit is below two per connection; raise it (ulimit -n) or lower max_connections"
-        ),
-        Ok(_) => {}
+        Ok(nofile) => {
+            // Two sockets per connection, plus headroom for uplinks, probes, DNS and the store.
+            let fits = (nofile as usize).saturating_sub(256) / 2;
+            if config.max_connections > fits {
+                if config.max_connections == crate::config::DEFAULT_MAX_CONNECTIONS {
+                    tracing::info!(
+                        nofile,
+                        max_connections = fits,
+                        "max_connections lowered to fit the open-file limit"
+                    );
+                } else {
+                    tracing::warn!(
+                        nofile,
+                        max_connections = config.max_connections,
+                        "the open-file limit allows only {fits} connections (two sockets each); raise it (ulimit -n)"
+                    );
+                }
+                config.max_connections = fits.max(1);
+            }
+        }
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let running = match run::start(config, Extras::default()).await {
@@ -63,7 +84,11 @@ pub async fn run(args: StartArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    eprintln!("booster: proxy on {} (SOCKS5 and HTTP), API on {}", running.proxy_addr, running.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()));
+    eprintln!(
+        "booster: proxy on {} (SOCKS5 and HTTP), API on {}",
+        running.proxy_addr,
+        running.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+    );
     wait_for_signal().await;
     eprintln!("booster: shutting down, draining open connections");
     let cut = running.shutdown().await;

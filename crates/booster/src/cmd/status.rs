@@ -40,24 +40,34 @@ pub fn render(v: &serde_json::Value) -> String {
         out,
         "node   proxy {}  up {}s  clients open {}  total {}  refused {}",
         n["listen"].as_str().unwrap_or("?"),
-        n["uptime_secs"],
-        n["clients_open"],
-        n["clients_total"],
-        n["clients_refused"]
+        n["uptime_secs"].to_string(),
+        n["clients_open"].to_string(),
+        n["clients_total"].to_string(),
+        n["clients_refused"].to_string()
     );
-    let _ = writeln!(out, "{:<16} {:<9} {:<8} {:>5} {:>11} {:>11} {:>9} {:>18}", "SOURCE", "TIER", "HEALTH", "OPEN", "DOWN", "CAPACITY", "RTT", "MONTH / CAP");
+    let _ = writeln!(
+        out,
+        "{:<16} {:<9} {:<8} {:>5} {:>11} {:>11} {:>9} {:>18}",
+        "SOURCE", "TIER", "HEALTH", "OPEN", "DOWN", "CAPACITY", "RTT", "MONTH / CAP"
+    );
     for s in v["sources"].as_array().into_iter().flatten() {
         let rate = |x: &serde_json::Value| format!("{:.1} Mbit/s", x.as_f64().unwrap_or(0.0) * 8.0 / 1e6);
-        let rtt = s["rtt_ms"].as_f64().map(|r| format!("{r:.0} ms")).unwrap_or_else(|| "-".into());
+        let rtt = s["rtt_ms"]
+            .as_f64()
+            .map(|r| format!("{r:.0} ms"))
+            .unwrap_or_else(|| "-".into());
         let month = crate::units::ByteSize(s["month_bytes"].as_u64().unwrap_or(0));
-        let cap = s["cap_bytes"].as_u64().map(|c| crate::units::ByteSize(c).to_string()).unwrap_or_else(|| "no cap".into());
+        let cap = s["cap_bytes"]
+            .as_u64()
+            .map(|c| crate::units::ByteSize(c).to_string())
+            .unwrap_or_else(|| "no cap".into());
         let _ = writeln!(
             out,
             "{:<16} {:<9} {:<8} {:>5} {:>11} {:>11} {:>9} {:>18}",
             s["name"].as_str().unwrap_or("?"),
             s["tier"].as_str().unwrap_or("?"),
             s["health"].as_str().unwrap_or("?"),
-            s["open"],
+            s["open"].to_string(),
             rate(&s["rate_rx"]),
             rate(&s["capacity"]),
             rtt,

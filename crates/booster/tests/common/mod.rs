@@ -44,7 +44,12 @@ pub async fn node_with_ifaces(toml: &str, ifaces: &[&str]) -> TestNode {
     };
     let cfg = Config::build(file, flags).expect("test config is valid");
     let running = run::start(cfg, Extras::default()).await.expect("node starts");
-    TestNode { proxy: running.proxy_addr, api: running.api_addr.unwrap(), running: Some(running), dir }
+    TestNode {
+        proxy: running.proxy_addr,
+        api: running.api_addr.unwrap(),
+        running: Some(running),
+        dir,
+    }
 }
 
 /// Our origin on loopback.
@@ -56,8 +61,16 @@ pub fn origin() -> lab::origin::Origin {
 /// Runs curl with `args`, returning (exit code, stdout bytes, stderr text).
 pub async fn curl(args: Vec<String>) -> (i32, Vec<u8>, String) {
     tokio::task::spawn_blocking(move || {
-        let out = Command::new("curl").args(["-sS", "--max-time", "60"]).args(&args).output().expect("curl is installed");
-        (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "60"])
+            .args(&args)
+            .output()
+            .expect("curl is installed");
+        (
+            out.status.code().unwrap_or(-1),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     })
     .await
     .unwrap()
@@ -80,16 +93,24 @@ pub async fn fake_dns() -> SocketAddr {
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
-            let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
             let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
             let mut r = Message::new();
-            r.set_id(q.id()).set_message_type(MessageType::Response).set_recursion_available(true);
+            r.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .set_recursion_available(true);
             for query in q.queries() {
                 r.add_query(query.clone());
                 let name = query.name().to_ascii().to_ascii_lowercase();
                 if name.trim_end_matches('.').ends_with("test.booster") {
                     if query.query_type() == RecordType::A {
-                        r.add_answer(Record::from_rdata(query.name().clone(), 60, RData::A(A::new(127, 0, 0, 1))));
+                        r.add_answer(Record::from_rdata(
+                            query.name().clone(),
+                            60,
+                            RData::A(A::new(127, 0, 0, 1)),
+                        ));
                     }
                 } else {
                     r.set_response_code(ResponseCode::NXDomain);

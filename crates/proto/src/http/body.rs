@@ -110,11 +110,7 @@ impl BodyTracker {
             State::Length(remaining) => {
                 let taken = take(remaining, buf.len());
                 let left = remaining - taken as u64;
-                self.state = if left == 0 {
-                    State::Done
-                } else {
-                    State::Length(left)
-                };
+                self.state = if left == 0 { State::Done } else { State::Length(left) };
                 Ok(taken)
             }
             State::Chunked(chunk) => match feed_chunked(chunk, buf) {
@@ -200,11 +196,7 @@ fn step(chunk: Chunk, byte: u8) -> Result<Option<Chunk>, &'static str> {
                 return Err("invalid chunk size");
             }
         }
-        Chunk::Extension {
-            size,
-            semicolon,
-            line,
-        } => {
+        Chunk::Extension { size, semicolon, line } => {
             let line = bump_line(line)?;
             match byte {
                 b'\r' => Chunk::SizeLf { size },
@@ -213,17 +205,9 @@ fn step(chunk: Chunk, byte: u8) -> Result<Option<Chunk>, &'static str> {
                     semicolon: true,
                     line,
                 },
-                _ if is_blank(byte) => Chunk::Extension {
-                    size,
-                    semicolon,
-                    line,
-                },
+                _ if is_blank(byte) => Chunk::Extension { size, semicolon, line },
                 _ if !semicolon => return Err("junk after chunk size"),
-                _ if is_field_byte(byte) => Chunk::Extension {
-                    size,
-                    semicolon,
-                    line,
-                },
+                _ if is_field_byte(byte) => Chunk::Extension { size, semicolon, line },
                 _ => return Err("invalid byte in chunk extension"),
             }
         }
@@ -317,9 +301,7 @@ fn bump_trailers(trailers: usize) -> Result<usize, &'static str> {
 }
 
 fn hex_value(byte: u8) -> Option<u8> {
-    char::from(byte)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    char::from(byte).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 fn is_blank(byte: u8) -> bool {

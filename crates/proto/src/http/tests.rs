@@ -8,21 +8,16 @@ const TOKEN: &str = "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,16}";
 const VALUE: &str = "([!-~]([ !-~]{0,30}[!-~])?)?";
 
 fn arb_headers() -> impl Strategy<Value = Vec<Header>> {
-    proptest::collection::vec(
-        (TOKEN, VALUE).prop_map(|(name, value)| Header::new(name, value)),
-        0..20,
-    )
+    proptest::collection::vec((TOKEN, VALUE).prop_map(|(name, value)| Header::new(name, value)), 0..20)
 }
 
 fn arb_request() -> impl Strategy<Value = RequestHead> {
-    (TOKEN, "[!-~]{1,40}", 0u8..=1, arb_headers()).prop_map(
-        |(method, target, version_minor, headers)| RequestHead {
-            method,
-            target,
-            version_minor,
-            headers,
-        },
-    )
+    (TOKEN, "[!-~]{1,40}", 0u8..=1, arb_headers()).prop_map(|(method, target, version_minor, headers)| RequestHead {
+        method,
+        target,
+        version_minor,
+        headers,
+    })
 }
 
 fn arb_response() -> impl Strategy<Value = ResponseHead> {
@@ -42,10 +37,7 @@ fn arb_response() -> impl Strategy<Value = ResponseHead> {
 
 /// A chunked body: chunks of data (each with an optional extension) and trailer fields.
 fn arb_chunked() -> impl Strategy<Value = Vec<u8>> {
-    let chunk = (
-        proptest::collection::vec(any::<u8>(), 1..40),
-        proptest::bool::ANY,
-    );
+    let chunk = (proptest::collection::vec(any::<u8>(), 1..40), proptest::bool::ANY);
     (
         proptest::collection::vec(chunk, 0..6),
         proptest::collection::vec((TOKEN, VALUE), 0..3),
@@ -240,10 +232,7 @@ fn chunk_line_and_trailer_bounds() {
             break;
         }
     }
-    assert_eq!(
-        result,
-        Err(HttpError::BadChunk("trailer section too large"))
-    );
+    assert_eq!(result, Err(HttpError::BadChunk("trailer section too large")));
 }
 
 #[test]
