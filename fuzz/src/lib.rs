@@ -4,8 +4,10 @@
 //! Each check: decoding any input must not panic; what decodes must consume no more than
 //! the input, re-encode, and decode again to the same value; a strict prefix of a canonical
 //! encoding must be "need more bytes". Body tracking must not depend on how input is split.
+//! Peer frames are whole Noise messages, so there a strict prefix must be an error instead.
 
 use proto::http::{BodyFraming, BodyTracker, RequestHead, ResponseHead, MAX_HEAD, MAX_HEADERS};
+use proto::peer::{Frame, DATA_HEADER_LEN};
 use proto::socks5::{self, Address, Greeting, Request, UdpHeader, UserPass};
 
 type Decode<T, E> = fn(&[u8]) -> Result<Option<(T, usize)>, E>;
@@ -168,5 +170,36 @@ pub fn http_body_chunked(data: &[u8]) {
     assert_eq!(track(body, 1), whole, "one byte at a time");
     if let Ok((used, done)) = whole {
         assert!(done || used == body.len());
+    }
+}
+
+/// A peer frame is one whole Noise plaintext: what decodes must re-encode to exactly the
+/// input and decode again to the same frame; every strict prefix must be an error (except
+/// that a `Data` frame cut after at least one payload byte is a shorter `Data` frame); the
+/// zero-copy `decode_data` must agree with `decode`.
+pub fn peer_frame(data: &[u8]) {
+    let decoded = Frame::decode(data);
+    let fast = Frame::decode_data(data);
+    assert_eq!(decoded.is_ok(), fast.is_ok(), "decode and decode_data disagree");
+    let Ok(frame) = decoded else {
+        return;
+    };
+    let mut wire = Vec::new();
+    frame.encode(&mut wire);
+    assert_eq!(wire, data, "re-encoding differs from the decoded bytes");
+    assert_eq!(Frame::decode(&wire), Ok(frame.clone()));
+    let shortest_valid = match (&frame, fast) {
+        (Frame::Data(bytes), Ok(Some(borrowed))) => {
+            assert_eq!(bytes.as_slice(), borrowed);
+            DATA_HEADER_LEN + 1
+        }
+        (Frame::Data(_), other) => panic!("decode_data missed a data frame: {other:?}"),
+        (_, other) => {
+            assert_eq!(other, Ok(None));
+            wire.len()
+        }
+    };
+    for cut in 0..shortest_valid {
+        assert!(Frame::decode(&wire[..cut]).is_err(), "prefix of {cut} bytes decoded");
     }
 }

@@ -18,6 +18,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/health", get(health))
         .route("/api/status", get(status))
         .route("/api/sources", get(sources))
+        .route("/api/peers", get(peers).post(connect_peer))
+        .route("/api/peers/{peer}", axum::routing::delete(disconnect_peer))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(middleware::from_fn_with_state(node.clone(), auth))
@@ -67,9 +69,63 @@ pub fn status_json(node: &Node) -> serde_json::Value {
         },
         "sources": node.views(),
         "policies": node.policies().specs(),
+        "peers": crate::peer::list(node),
+        "available": available(node),
+        "lending": lending(node),
     })
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     Json(status_json(&node))
+}
+
+fn available(node: &Node) -> Vec<crate::mdns::Discovered> {
+    node.mdns.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|m| m.available()).unwrap_or_default()
+}
+
+fn lending(node: &Node) -> serde_json::Value {
+    json!({
+        "enabled": node.config.lend.enabled,
+        "peer_listen": node.config.peer_listen,
+        "max_rate": node.config.lend.max_rate,
+        "cap": node.config.lend.cap,
+        "uplinks": crate::lend::loads(node).iter().map(|u| json!({
+            "name": u.name,
+            "cap_left": if u.cap_left == u64::MAX { None } else { Some(u.cap_left) },
+            "lent_month_bytes": node.lent(&u.name).month_bytes(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn peers(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    Json(json!({ "peers": crate::peer::list(&node), "available": available(&node) }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    addr: String,
+}
+
+async fn connect_peer(State(node): State<Arc<Node>>, body: Result<Json<ConnectBody>, axum::extract::rejection::JsonRejection>) -> Response {
+    let Ok(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "expected JSON {\"addr\": \"host[:port]\"}");
+    };
+    let addr = match crate::config::peer_addr(&body.addr) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    match crate::peer::connect(&node, addr.clone()) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "addr": addr, "state": "connecting" }))).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, &e),
+    }
+}
+
+async fn disconnect_peer(State(node): State<Arc<Node>>, axum::extract::Path(peer): axum::extract::Path<String>) -> Response {
+    let which = crate::config::peer_addr(&peer).ok().filter(|a| node.peers.lock().unwrap_or_else(|e| e.into_inner()).contains_key(a)).unwrap_or(peer);
+    if crate::peer::disconnect(&node, &which) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "no such peer")
+    }
 }

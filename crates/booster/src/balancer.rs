@@ -26,7 +26,8 @@ pub trait Scorer: Send + Sync {
 }
 
 /// Expected time for a new connection to move `typical_bytes`:
-/// `rtt + typical_bytes × (open + connecting + 1) / capacity`.
+/// `rtt + typical_bytes × (open + connecting + others + 1) / capacity`, where `others` are
+/// connections other users have open through a peer's uplink (as the peer reports).
 pub struct ExpectedCompletion {
     pub typical_bytes: f64,
 }
@@ -49,7 +50,7 @@ impl Default for ExpectedCompletion {
 
 impl Scorer for ExpectedCompletion {
     fn cost(&self, s: &Source) -> f64 {
-        let load = (s.open.load(Relaxed) + s.connecting.load(Relaxed) + 1) as f64;
+        let load = (s.open.load(Relaxed) + s.connecting.load(Relaxed) + s.remote_others() + 1) as f64;
         let rtt = s.rtt().unwrap_or(UNKNOWN_RTT).as_secs_f64();
         rtt + self.typical_bytes * load / s.capacity().max(1.0)
     }
@@ -131,7 +132,7 @@ pub async fn connect(node: &Node, target: &Target, scorer: &dyn Scorer) -> Resul
                 !policies.refused(name.as_deref(), Some(ip))
                     && policies.address_verdict(&source.name, name.as_deref(), ip) != Verdict::Deny
             };
-            dial(source, target, &node.dial_opts, &node.dns, allow).await
+            dial(node, source, target, &node.dial_opts, allow).await
         };
         match attempt {
             Ok(conn) => {

@@ -4,6 +4,21 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 
 pub async fn get_json(api: &str, path: &str, token: Option<&str>) -> Result<serde_json::Value, String> {
+    match request(api, "GET", path, None, token).await? {
+        (status, v) if status < 300 => Ok(v),
+        (status, v) => Err(format!("{status}: {}", v["error"].as_str().unwrap_or("error"))),
+    }
+}
+
+/// One API request; returns the status and the JSON body (`null` when empty).
+pub async fn request(
+    api: &str,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> Result<(u16, serde_json::Value), String> {
+    use http_body_util::Full;
     let addr = api.trim_start_matches("http://").trim_end_matches('/');
     let stream = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
@@ -13,21 +28,23 @@ pub async fn get_json(api: &str, path: &str, token: Option<&str>) -> Result<serd
         .await
         .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(conn);
-    let mut req = hyper::Request::get(path).header("host", addr);
+    let mut req = hyper::Request::builder().method(method).uri(path).header("host", addr);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = send
-        .send_request(req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    driver.abort();
-    if !status.is_success() {
-        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
     }
-    serde_json::from_slice(&body).map_err(|e| format!("bad JSON from the node: {e}"))
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    driver.abort();
+    if bytes.is_empty() {
+        return Ok((status, serde_json::Value::Null));
+    }
+    let v = serde_json::from_slice(&bytes).map_err(|e| format!("bad JSON from the node ({status}): {e}"))?;
+    Ok((status, v))
 }
 
 /// Sends `GET uri` over an already-open stream and counts the body bytes, stopping early at

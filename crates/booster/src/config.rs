@@ -60,6 +60,8 @@ pub struct UplinkConfig {
     pub tier: Tier,
     /// Monthly data cap; over it the uplink is used only as a backup.
     pub cap: Option<ByteSize>,
+    /// Monthly cap on what this uplink lends to peers.
+    pub lend_cap: Option<ByteSize>,
     /// Starting capacity estimate, before anything is measured.
     pub capacity: Option<Rate>,
 }
@@ -100,6 +102,33 @@ pub struct FileConfig {
     pub auth: Option<AuthConfig>,
     #[serde(default)]
     pub policy: Vec<PolicySpec>,
+    /// This node's name on the peer network (default: the host name).
+    pub name: Option<String>,
+    /// The network secret shared by all nodes of one household.
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
+    /// Where other nodes reach this one; `"off"` disables the peer port.
+    pub peer_listen: Option<String>,
+    /// Peers to borrow uplinks from at start (`host` or `host:port`).
+    #[serde(default)]
+    pub peer: Vec<String>,
+    /// Announce and discover nodes on the LAN by mDNS (default true).
+    pub mdns: Option<bool>,
+    pub lend: Option<LendConfig>,
+}
+
+/// `[lend]`: what this node lends to the peers that borrow its uplinks.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LendConfig {
+    /// Lend at all (default true when a secret is set).
+    pub enabled: Option<bool>,
+    /// Which local uplinks may be lent (default: all).
+    pub uplinks: Option<Vec<String>>,
+    /// Total rate lent to all borrowers together.
+    pub max_rate: Option<Rate>,
+    /// Monthly cap on bytes lent, all uplinks together.
+    pub cap: Option<ByteSize>,
 }
 
 /// Flags of `booster start` that override the file.
@@ -110,7 +139,16 @@ pub struct Overrides {
     pub iface: Vec<String>,
     pub data_dir: Option<PathBuf>,
     pub probe_target: Option<String>,
+    pub name: Option<String>,
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
+    pub peer_listen: Option<String>,
+    pub peers: Vec<String>,
+    pub no_mdns: bool,
 }
+
+/// Default port of the peer channel.
+pub const DEFAULT_PEER_PORT: u16 = 4885;
 
 /// The validated configuration the node runs with.
 #[derive(Debug, Clone, Serialize)]
@@ -138,6 +176,56 @@ pub struct Config {
     pub dns_servers: Option<Vec<SocketAddr>>,
     pub auth: Option<Credentials>,
     pub policies: Vec<PolicySpec>,
+    pub name: String,
+    pub secret: Option<Secret>,
+    /// `None` when the peer port is off (no secret, or `peer_listen = "off"`).
+    pub peer_listen: Option<SocketAddr>,
+    pub peers: Vec<String>,
+    pub mdns: bool,
+    pub lend: Lend,
+}
+
+/// Resolved lending limits.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lend {
+    pub enabled: bool,
+    pub uplinks: Option<Vec<String>>,
+    /// Bytes per second, all borrowers together.
+    pub max_rate: Option<f64>,
+    /// Bytes per month, all uplinks together.
+    pub cap: Option<u64>,
+}
+
+/// `host` or `host:port` of a peer, with the default peer port.
+pub fn peer_addr(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty peer address".into());
+    }
+    let with_port = if s.parse::<SocketAddr>().is_ok() {
+        s.to_string()
+    } else if let Ok(ip) = s.parse::<IpAddr>() {
+        SocketAddr::new(ip, DEFAULT_PEER_PORT).to_string()
+    } else if s.rsplit_once(':').is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok()) {
+        s.to_string()
+    } else if !s.contains(':') {
+        format!("{s}:{DEFAULT_PEER_PORT}")
+    } else {
+        return Err(format!("`{s}` is not host, host:port, ip or ip:port"));
+    };
+    Ok(with_port)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "booster".into())
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Resolved proxy credentials.
@@ -227,6 +315,7 @@ impl Config {
                     name: name.clone(),
                     tier: Tier::Primary,
                     cap: None,
+                    lend_cap: None,
                     capacity: None,
                 });
             }
@@ -324,6 +413,48 @@ impl Config {
             }
         }
 
+        let secret = match (flags.secret.or(file.secret), flags.secret_file.or(file.secret_file)) {
+            (Some(_), Some(_)) => return Err(invalid("set either `secret` or `secret_file`, not both".into())),
+            (Some(s), None) => Some(s),
+            (None, Some(path)) => Some(Secret::new(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| invalid(format!("secret_file {}: cannot read: {e}", path.display())))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            )),
+            (None, None) => None,
+        };
+        if secret.as_ref().is_some_and(|s| s.expose().len() < 8) {
+            return Err(invalid("the network secret must be at least 8 characters".into()));
+        }
+        let name = flags.name.or(file.name).unwrap_or_else(hostname);
+        if !valid_name(&name) {
+            return Err(invalid(format!("name `{name}`: use 1 to 64 letters, digits, '-', '_' or '.'")));
+        }
+        let peer_listen = match flags.peer_listen.or(file.peer_listen).as_deref() {
+            Some("off") => None,
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| invalid(format!("peer_listen `{a}` is not ip:port or \"off\"")))?),
+            None => Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PEER_PORT))),
+        };
+        // Without a secret nobody can be authenticated, so the peer port stays closed.
+        let peer_listen = peer_listen.filter(|_| secret.is_some());
+        let peers = file
+            .peer
+            .iter()
+            .chain(flags.peers.iter())
+            .map(|p| peer_addr(p).map_err(|e| invalid(format!("peer: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !peers.is_empty() && secret.is_none() {
+            return Err(invalid("peers need the network secret (`secret` or `secret_file`)".into()));
+        }
+        let lend_file = file.lend.unwrap_or_default();
+        let lend = Lend {
+            enabled: lend_file.enabled.unwrap_or(true) && secret.is_some(),
+            uplinks: lend_file.uplinks,
+            max_rate: lend_file.max_rate.map(|r| r.bytes_per_sec()),
+            cap: lend_file.cap.map(|c| c.0),
+        };
+
         let d = |v: Option<Dur>, default: u64| v.map(|d| d.0).unwrap_or(Duration::from_millis(default));
         let cfg = Config {
             listen,
@@ -345,6 +476,12 @@ impl Config {
             dns_servers,
             auth,
             policies,
+            name,
+            secret,
+            peer_listen,
+            peers,
+            mdns: file.mdns.unwrap_or(true) && !flags.no_mdns,
+            lend,
         };
         if cfg.max_connections == 0 {
             return Err(invalid("max_connections must be at least 1".into()));

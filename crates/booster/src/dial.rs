@@ -3,7 +3,7 @@
 //! byte accounting live here once, for the proxy, probes and the demo alike.
 
 use crate::{
-    dns::{DnsError, Resolver},
+    dns::DnsError,
     source::{OpenGuard, Source, SourceKind},
     sys,
     target::{Host, Target},
@@ -145,6 +145,8 @@ impl DialError {
 pub enum Upstream {
     Tcp(TcpStream),
     Emu(lab::emulink::EmuStream),
+    /// A stream through a peer's uplink (see [`crate::peer::open`]).
+    Peer(crate::peer::PeerStream),
 }
 
 /// An upstream connection that counts its bytes against its source and holds the source's
@@ -166,7 +168,7 @@ impl Metered {
     pub fn tcp(&self) -> Option<&TcpStream> {
         match &self.inner {
             Upstream::Tcp(t) => Some(t),
-            Upstream::Emu(_) => None,
+            Upstream::Emu(_) | Upstream::Peer(_) => None,
         }
     }
 }
@@ -178,6 +180,7 @@ impl AsyncRead for Metered {
         let r = match &mut this.inner {
             Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Upstream::Emu(s) => Pin::new(s).poll_read(cx, buf),
+            Upstream::Peer(s) => Pin::new(s).poll_read(cx, buf),
         };
         let n = buf.filled().len() - before;
         if n > 0 {
@@ -193,6 +196,7 @@ impl AsyncWrite for Metered {
         let r = match &mut this.inner {
             Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Upstream::Emu(s) => Pin::new(s).poll_write(cx, buf),
+            Upstream::Peer(s) => Pin::new(s).poll_write(cx, buf),
         };
         if let Poll::Ready(Ok(n)) = r {
             this.guard.source().tx.fetch_add(n as u64, Relaxed);
@@ -204,6 +208,7 @@ impl AsyncWrite for Metered {
         match &mut self.inner {
             Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Upstream::Emu(s) => Pin::new(s).poll_flush(cx),
+            Upstream::Peer(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -211,6 +216,7 @@ impl AsyncWrite for Metered {
         match &mut self.inner {
             Upstream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Upstream::Emu(s) => Pin::new(s).poll_shutdown(cx),
+            Upstream::Peer(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -219,12 +225,28 @@ impl AsyncWrite for Metered {
 /// `allow` filters the resolved addresses (policies by address); if it removes them all, the
 /// dial fails with [`DialError::Policy`].
 pub async fn dial(
+    node: &crate::state::Node,
     source: &Arc<Source>,
     target: &Target,
     opts: &DialOpts,
-    dns: &Resolver,
     allow: impl Fn(IpAddr) -> bool,
 ) -> Result<Metered, DialError> {
+    let dns = &node.dns;
+    if let SourceKind::Peer { addr, uplink, .. } = &source.kind {
+        // The peer resolves names and dials; address rules can be checked here only for
+        // address targets.
+        if target.ip().is_some_and(|ip| !allow(ip)) {
+            return Err(DialError::Policy);
+        }
+        let started = Instant::now();
+        let budget = opts.connect_timeout + crate::peer::HANDSHAKE_TIMEOUT;
+        let (stream, bound) = tokio::time::timeout(budget, crate::peer::open(node, addr, uplink, target))
+            .await
+            .map_err(|_| DialError::Timeout)??;
+        let guard = if opts.probe { source.probe_guard() } else { source.open_guard() };
+        let peer_addr = SocketAddr::new(target.ip().unwrap_or(IpAddr::from([0, 0, 0, 0])), target.port);
+        return Ok(Metered { inner: Upstream::Peer(stream), guard, local_addr: bound, peer_addr, connect_time: started.elapsed() });
+    }
     let ips = match &target.host {
         Host::Ip(ip) => vec![*ip],
         Host::Domain(name) => dns.resolve(name, source).await.map_err(|e| match e {
@@ -250,7 +272,7 @@ pub async fn dial(
             t.local_addr().map_err(DialError::Io)?,
             t.peer_addr().map_err(DialError::Io)?,
         ),
-        Upstream::Emu(_) => ("0.0.0.0:0".parse().expect("literal"), addrs[0]),
+        Upstream::Emu(_) | Upstream::Peer(_) => ("0.0.0.0:0".parse().expect("literal"), addrs[0]),
     };
     Ok(Metered {
         inner,
@@ -323,6 +345,7 @@ async fn connect_one(source: &Source, addr: SocketAddr, opts: &DialOpts) -> Resu
             Ok(Upstream::Tcp(stream))
         }
         SourceKind::Emulated(link) => link.connect(addr).await.map(Upstream::Emu).map_err(DialError::from_io),
+        SourceKind::Peer { .. } => unreachable!("peer sources are dialled through the peer channel"),
     }
 }
 

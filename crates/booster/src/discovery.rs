@@ -36,7 +36,7 @@ pub async fn probe(node: &Node, source: &Arc<Source>) -> bool {
         connect_timeout: PROBE_TIMEOUT,
         ..node.dial_opts.clone()
     };
-    match dial(source, &target, &opts, &node.dns, |_| true).await {
+    match dial(node, source, &target, &opts, |_| true).await {
         Ok(conn) => {
             source.record_success(Some(conn.connect_time));
             true
@@ -128,6 +128,7 @@ pub async fn refresh(node: &Arc<Node>) {
             name: i.name.clone(),
             tier: Tier::Primary,
             cap: None,
+            lend_cap: None,
             capacity: None,
         };
         let candidate = Arc::new(iface_source(&cfg));

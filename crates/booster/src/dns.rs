@@ -85,7 +85,7 @@ impl Resolver {
         }
         let iface = match &source.kind {
             SourceKind::Iface { name } => Some(name.as_str()),
-            SourceKind::Emulated(_) => None,
+            SourceKind::Emulated(_) | SourceKind::Peer { .. } => None,
         };
         let (ips, ttl) = if self.servers.is_empty() {
             (system_lookup(&host).await?, MAX_CACHE)

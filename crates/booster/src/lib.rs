@@ -9,6 +9,8 @@
 //! 5. [`dial`] (with [`dns`] and [`sys`]): the only place that opens outbound sockets.
 //! 6. [`pipe`]: the data path.
 //! 7. [`discovery`], [`store`], [`api`], [`run`]: uplinks at runtime, persistence, control.
+//! 8. [`peer`] (borrowing a peer's uplinks), [`lend`] (lending ours), [`noise`] (the encrypted
+//!    channel under both) and [`mdns`] (finding nodes on the LAN).
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -20,6 +22,10 @@ pub mod dial;
 pub mod discovery;
 pub mod dns;
 pub mod http_proxy;
+pub mod lend;
+pub mod mdns;
+pub mod noise;
+pub mod peer;
 pub mod pipe;
 pub mod policy;
 pub mod proxy;

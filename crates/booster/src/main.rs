@@ -25,8 +25,12 @@ struct Cli {
 enum Command {
     /// Run a node: a SOCKS5 and HTTP proxy over every uplink.
     Start(cmd::start::StartArgs),
-    /// Show a node's sources, load and usage.
+    /// Show a node's sources, peers, load and usage.
     Status(cmd::status::StatusArgs),
+    /// Make a peer boost a node: borrow the uplinks it lends.
+    Connect(cmd::peers::ConnectArgs),
+    /// Stop borrowing from a peer.
+    Disconnect(cmd::peers::DisconnectArgs),
     /// Run the whole system on emulated uplinks (no root, no setup) and compare it with each link.
     Demo(cmd::demo::DemoArgs),
 }
@@ -66,6 +70,8 @@ fn main() -> ExitCode {
             Command::Start(a) => cmd::start::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
+            Command::Connect(a) => cmd::peers::connect(a).await,
+            Command::Disconnect(a) => cmd::peers::disconnect(a).await,
         }
     })
 }

@@ -32,6 +32,9 @@ pub enum StartError {
     Config(String),
 }
 
+/// The node's static key for the peer channel, in its data dir.
+pub const IDENTITY_FILE: &str = "identity.key";
+
 /// Extra things a caller can hand the node besides its config.
 #[derive(Default)]
 pub struct Extras {
@@ -46,6 +49,8 @@ pub struct Running {
     pub node: Arc<Node>,
     pub proxy_addr: SocketAddr,
     pub api_addr: Option<SocketAddr>,
+    /// The peer port, when open.
+    pub peer_addr: Option<SocketAddr>,
     stop: CancellationToken,
     kill: CancellationToken,
     conns: TaskTracker,
@@ -75,7 +80,27 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
         }
         None => None,
     };
-    let node = Arc::new(Node::new(config, store).map_err(StartError::Config)?);
+    let peer_listener = match config.peer_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr, what: "peer port", err })?),
+        None => None,
+    };
+    let mut node = Node::new(config, store).map_err(StartError::Config)?;
+    if let Some(secret) = &node.config.secret {
+        let path = node.config.data_dir.join(IDENTITY_FILE);
+        let identity = if extras.no_store {
+            crate::noise::Identity::generate()
+        } else {
+            crate::noise::Identity::load_or_create(&path)
+                .map_err(|e| StartError::Config(format!("node identity {}: {e}", path.display())))?
+        };
+        // Argon2 takes a moment and a few MB: do it once, off the runtime threads.
+        let secret = secret.expose().to_string();
+        let psk = tokio::task::spawn_blocking(move || crate::noise::derive_psk(&secret))
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        node.peer_keys = Some(crate::peer::Keys { identity, psk });
+    }
+    let node = Arc::new(node);
     for s in extras.sources {
         node.add_source(s);
     }
@@ -107,6 +132,23 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
         });
     }
     services.spawn(discovery::run(node.clone(), stop.clone()));
+    let peer_addr = peer_listener.as_ref().map(|l| l.local_addr().expect("bound socket has an address"));
+    if let Some(l) = peer_listener {
+        services.spawn(crate::lend::serve(l, node.clone(), stop.clone()));
+    }
+    for p in node.config.peers.clone() {
+        if let Err(e) = crate::peer::connect(&node, p) {
+            tracing::warn!(error = %e, "cannot connect to peer");
+        }
+    }
+    if node.config.mdns {
+        if let Some(addr) = peer_addr {
+            match crate::mdns::Mdns::start(&node.config.name, addr.port(), &[], false) {
+                Ok(m) => *node.mdns.lock().unwrap_or_else(|e| e.into_inner()) = Some(m),
+                Err(e) => tracing::warn!(error = %e, "LAN discovery (mDNS) is off"),
+            }
+        }
+    }
     {
         let node = node.clone();
         let stop = stop.clone();
@@ -138,6 +180,7 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
         node,
         proxy_addr,
         api_addr,
+        peer_addr,
         stop,
         kill,
         conns,
@@ -147,7 +190,7 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
 
 async fn flush(node: &Arc<Node>) {
     let n = node.clone();
-    let r = tokio::task::spawn_blocking(move || n.store.as_ref().map(|s| s.flush(&n.sources())).transpose()).await;
+    let r = tokio::task::spawn_blocking(move || n.store.as_ref().map(|s| s.flush(&n.counted_sources())).transpose()).await;
     match r {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot save usage"),
@@ -167,8 +210,13 @@ impl Running {
             .is_ok();
         let cut = if drained { 0 } else { self.conns.len() };
         self.kill.cancel();
+        self.node.stop.cancel();
         self.conns.wait().await;
         self.services.wait().await;
+        self.node.tasks.close();
+        // Stream pumps end when their channels close; don't let a stuck one hold shutdown.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.node.tasks.wait()).await;
+        drop(self.node.mdns.lock().unwrap_or_else(|e| e.into_inner()).take());
         flush(&self.node).await;
         cut
     }

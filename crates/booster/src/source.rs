@@ -20,6 +20,9 @@ pub enum SourceKind {
     Iface { name: String },
     /// An in-process emulated uplink over loopback (no root needed).
     Emulated(lab::emulink::EmuLink),
+    /// An uplink a peer lends: connections go over the encrypted peer channel to `addr`, and
+    /// the peer dials the target on its uplink `uplink` (DNS resolves there).
+    Peer { peer: String, addr: String, uplink: String },
 }
 
 impl std::fmt::Debug for SourceKind {
@@ -27,6 +30,7 @@ impl std::fmt::Debug for SourceKind {
         match self {
             SourceKind::Iface { name } => write!(f, "iface {name}"),
             SourceKind::Emulated(l) => write!(f, "emulated {}", l.name()),
+            SourceKind::Peer { peer, addr, uplink } => write!(f, "peer {peer} ({addr}) {uplink}"),
         }
     }
 }
@@ -63,6 +67,19 @@ struct Dynamics {
     capacity_known: bool,
     /// Seconds the source has looked saturated while its capacity was still a guess.
     busy_secs: f64,
+    /// What a lending peer last reported (peer sources only).
+    remote: Option<Remote>,
+}
+
+/// A peer's own view of an uplink it lends.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Remote {
+    /// Connections through the uplink at the peer, from every user (us included).
+    pub open: u64,
+    /// Bytes the peer will still lend this month (`u64::MAX`: no cap).
+    pub cap_left: u64,
+    /// The peer's rate limit for lending, bytes per second (0: none).
+    pub max_rate: f64,
 }
 
 /// A source and its live state.
@@ -122,6 +139,10 @@ pub struct SourceView {
     pub month_bytes: u64,
     pub cap_bytes: Option<u64>,
     pub over_cap: bool,
+    /// For peer sources: what the lender reports.
+    pub remote: Option<Remote>,
+    /// Would the balancer give it a new connection now?
+    pub usable: bool,
 }
 
 impl Source {
@@ -153,6 +174,7 @@ impl Source {
                 capacity: capacity.unwrap_or(DEFAULT_CAPACITY),
                 capacity_known: capacity.is_some(),
                 busy_secs: 0.0,
+                remote: None,
             }),
         }
     }
@@ -181,6 +203,9 @@ impl Source {
             return false;
         }
         let d = self.dyn_lock();
+        if d.remote.is_some_and(|r| r.cap_left == 0) {
+            return false; // the lender's cap is used up: it would refuse
+        }
         match d.health {
             Health::Up | Health::Unknown => true,
             Health::Degraded => d.retry_at.is_none_or(|t| now >= t),
@@ -226,6 +251,28 @@ impl Source {
             let exp = (d.consecutive_failures - FAILURES_TO_DEGRADE).min(5);
             d.retry_at = Some(now + (BACKOFF_BASE * 2u32.pow(exp)).min(BACKOFF_MAX));
         }
+    }
+
+    /// Takes a lending peer's report: its health, capacity (bounded by its rate limit), RTT and
+    /// load for this uplink.
+    pub fn set_remote(&self, health: Health, capacity: f64, rtt: Option<Duration>, remote: Remote) {
+        let mut d = self.dyn_lock();
+        d.health = health;
+        let capacity = if remote.max_rate > 0.0 { capacity.min(remote.max_rate) } else { capacity };
+        if capacity > 0.0 {
+            d.capacity = capacity;
+            d.capacity_known = true;
+        }
+        if let Some(rtt) = rtt {
+            d.rtt = Some(rtt);
+        }
+        d.remote = Some(remote);
+    }
+
+    /// Connections other nodes (or the peer itself) have open through this peer uplink.
+    pub fn remote_others(&self) -> u64 {
+        let d = self.dyn_lock();
+        d.remote.map(|r| r.open.saturating_sub(self.open.load(Relaxed))).unwrap_or(0)
     }
 
     /// Seeds the capacity estimate from history (only if nothing better is known).
@@ -297,6 +344,7 @@ impl Source {
     }
 
     pub fn view(&self) -> SourceView {
+        let usable = self.usable(Instant::now());
         let d = self.dyn_lock();
         SourceView {
             name: self.name.clone(),
@@ -320,6 +368,8 @@ impl Source {
             month_bytes: self.month_bytes(),
             cap_bytes: self.cap,
             over_cap: self.over_cap(),
+            remote: d.remote,
+            usable,
         }
     }
 

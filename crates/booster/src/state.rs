@@ -36,6 +36,20 @@ pub struct Node {
     sources: RwLock<Vec<Arc<Source>>>,
     policies: RwLock<Arc<Policies>>,
     sticky: Mutex<HashMap<String, (String, Instant)>>,
+    /// Keys for the peer channel, when a network secret is set.
+    pub peer_keys: Option<crate::peer::Keys>,
+    /// Peers this node borrows from, by address.
+    pub peers: Mutex<HashMap<String, crate::peer::PeerState>>,
+    /// Bytes lent to peers per local uplink (sources named `lent:<uplink>`, never balanced).
+    pub lent: Mutex<HashMap<String, Arc<Source>>>,
+    /// Background tasks of the node (peer links, stream pumps), waited for on shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Cancelled when the node stops.
+    pub stop: tokio_util::sync::CancellationToken,
+    /// LAN discovery, when on.
+    pub mdns: Mutex<Option<crate::mdns::Mdns>>,
+    /// Paces everything this node lends to `[lend] max_rate`.
+    pub lend_pacer: crate::lend::Pacer,
 }
 
 impl Node {
@@ -56,6 +70,13 @@ impl Node {
             sources: RwLock::new(Vec::new()),
             policies: RwLock::new(Arc::new(policies)),
             sticky: Mutex::new(HashMap::new()),
+            peer_keys: None,
+            peers: Mutex::new(HashMap::new()),
+            lent: Mutex::new(HashMap::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
+            stop: tokio_util::sync::CancellationToken::new(),
+            mdns: Mutex::new(None),
+            lend_pacer: crate::lend::Pacer::new(config.lend.max_rate),
             config,
         })
     }
@@ -125,5 +146,32 @@ impl Node {
 
     pub fn views(&self) -> Vec<SourceView> {
         self.sources().iter().map(|s| s.view()).collect()
+    }
+
+    /// The counter of bytes lent through a local uplink (created on first use).
+    pub fn lent(&self, uplink: &str) -> Arc<Source> {
+        let mut map = self.lent.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(uplink.to_string())
+            .or_insert_with(|| {
+                let s = Arc::new(Source::new(
+                    format!("lent:{uplink}"),
+                    crate::source::SourceKind::Iface { name: uplink.to_string() },
+                    crate::config::Tier::Primary,
+                    None,
+                    None,
+                ));
+                if let Some(store) = &self.store {
+                    store.load_into(&s);
+                }
+                s
+            })
+            .clone()
+    }
+
+    /// Every source whose usage is persisted: balanced sources and lending counters.
+    pub fn counted_sources(&self) -> Vec<Arc<Source>> {
+        let mut all = self.sources();
+        all.extend(self.lent.lock().unwrap_or_else(|e| e.into_inner()).values().cloned());
+        all
     }
 }

@@ -5,42 +5,24 @@
 //!
 //! These need root (network namespaces); without it they say so and pass vacuously.
 
+mod common;
+
+use common::netlab::{fetch, fetch_parallel, root, start_node, status, NodeProc};
 use lab::{
     origin::Origin,
     profile::profile,
     topology::{Lab, LabOptions},
 };
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 const UPLINKS: [&str; 3] = ["adsl", "4g-a", "4g-b"];
-
-fn root() -> bool {
-    if !lab::netns::is_root() {
-        eprintln!("not root: namespace tests skipped");
-        return false;
-    }
-    true
-}
 
 struct World {
     lab: Lab,
     _rt: tokio::runtime::Runtime,
     origin: Origin,
-    node: Option<Child>,
+    node: Option<NodeProc>,
     dir: tempfile::TempDir,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.node.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 fn world() -> World {
@@ -76,67 +58,21 @@ impl World {
 
     /// Starts booster in the home namespace with `toml` and the three uplinks named.
     fn start(&mut self, toml: &str) {
-        let cfg = self.dir.path().join("booster.toml");
         let base = "listen = \"127.0.0.1:1080\"\napi = \"127.0.0.1:4884\"\nprobe_target = \"10.99.0.1:80\"\nprobe_interval = \"500ms\"\ndiscover_interval = \"500ms\"\nconnect_timeout = \"2s\"\n";
-        std::fs::write(&cfg, format!("{base}{toml}")).unwrap();
-        let mut cmd = self.lab.command(&self.home(), env!("CARGO_BIN_EXE_booster"));
-        cmd.arg("start")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(self.dir.path());
+        let mut args = vec![];
         if !toml.contains("[[uplink]]") {
             for u in UPLINKS {
-                cmd.args(["--iface", u]);
+                args.extend(["--iface", u]);
             }
         }
-        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(err.read_line(&mut line).unwrap() > 0, "booster exited before listening");
-            if line.contains("booster: proxy on") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in err.lines() {});
-        self.node = Some(child);
+        let home = self.home();
+        self.node = Some(start_node(&self.lab, &home, self.dir.path(), "booster.toml", &format!("{base}{toml}"), &args));
     }
 
-    /// curl in the home namespace through the node's SOCKS5 port.
-    fn fetch(&self, path: &str) -> (bool, u64) {
-        let out = self
-            .lab
-            .command(&self.home(), "curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "60",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{size_download}",
-                "-x",
-                "socks5h://127.0.0.1:1080",
-            ])
-            .arg(format!("http://10.99.0.1{path}"))
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0),
-        )
-    }
 
     /// `n` downloads of `size` at once; returns how many succeeded.
     fn fetch_parallel(&self, n: usize, size: &str) -> usize {
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..n)
-                .map(|i| s.spawn(move || self.fetch(&format!("/file/{size}?seed={i}"))))
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).filter(|(ok, _)| *ok).count()
-        })
+        fetch_parallel(&self.lab, &self.home(), "127.0.0.1:1080", n, |i| format!("http://10.99.0.1/file/{size}?seed={i}"))
     }
 
     fn rx(&self, iface: &str) -> u64 {
@@ -147,13 +83,7 @@ impl World {
     }
 
     fn status(&self) -> serde_json::Value {
-        let out = self
-            .lab
-            .command(&self.home(), env!("CARGO_BIN_EXE_booster"))
-            .args(["status", "--json", "--node", "127.0.0.1:4884"])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+        status(&self.lab, &self.home(), "127.0.0.1:4884")
     }
 
     fn health(&self, source: &str) -> String {

@@ -3,11 +3,14 @@
 //!
 //! Reading order:
 //! - [`socks5`]: the SOCKS5 codec (RFC 1928, RFC 1929 auth, UDP header).
-//! - [`http`]: the HTTP proxy request head (CONNECT and absolute-form).
+//! - [`http`]: HTTP/1.x heads for the proxy (CONNECT and absolute-form requests, responses)
+//!   and body framing.
+//! - [`peer`]: the peer protocol's frames (control and stream channels), carried in Noise.
 //!
 //! Every decoder returns `Ok(None)` for "need more bytes" and `Err` for "malformed", and never
 //! panics on any input.
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod peer;
 pub mod socks5;

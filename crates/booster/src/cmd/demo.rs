@@ -125,6 +125,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             iface: vec![],
             data_dir: Some(dir.clone()),
             probe_target: Some("none".into()),
+            no_mdns: true,
+            ..Default::default()
         },
     )?;
     let mut cfg = cfg;

@@ -1,5 +1,6 @@
 //! One file per CLI subcommand.
 
 pub mod demo;
+pub mod peers;
 pub mod start;
 pub mod status;

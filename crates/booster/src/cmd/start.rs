@@ -26,6 +26,24 @@ pub struct StartArgs {
     /// host:port that reachability probes connect to, or "none".
     #[arg(long)]
     pub probe_target: Option<String>,
+    /// This node's name on the peer network [default: the host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The network secret shared by your nodes (visible in `ps`: prefer --secret-file).
+    #[arg(long, env = "BOOSTER_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// File holding the network secret.
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// Peer port address, or "off" [default: 0.0.0.0:4885 when a secret is set].
+    #[arg(long)]
+    pub peer_listen: Option<String>,
+    /// Borrow uplinks from this peer (host[:port], repeatable).
+    #[arg(long = "peer", value_name = "HOST[:PORT]")]
+    pub peers: Vec<String>,
+    /// Do not announce or discover nodes on the LAN by mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
 }
 
 pub async fn run(args: StartArgs) -> ExitCode {
@@ -45,6 +63,12 @@ pub async fn run(args: StartArgs) -> ExitCode {
         iface: args.iface,
         data_dir: args.data_dir,
         probe_target: args.probe_target,
+        name: args.name,
+        secret: args.secret.map(crate::config::Secret::new),
+        secret_file: args.secret_file,
+        peer_listen: args.peer_listen,
+        peers: args.peers,
+        no_mdns: args.no_mdns,
     };
     let config = match Config::build(file, flags) {
         Ok(c) => c,

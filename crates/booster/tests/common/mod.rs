@@ -2,6 +2,8 @@
 //! our origin server, and real clients (curl as a subprocess).
 #![allow(dead_code)]
 
+pub mod netlab;
+
 use booster::{
     config::{Config, FileConfig, Overrides},
     run::{self, Extras, Running},
@@ -41,6 +43,8 @@ pub async fn node_with_ifaces(toml: &str, ifaces: &[&str]) -> TestNode {
         iface: ifaces.iter().map(|s| s.to_string()).collect(),
         data_dir: Some(dir.path().to_owned()),
         probe_target: Some("none".into()),
+        no_mdns: true,
+        ..Default::default()
     };
     let cfg = Config::build(file, flags).expect("test config is valid");
     let running = run::start(cfg, Extras::default()).await.expect("node starts");
