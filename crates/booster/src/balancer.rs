@@ -119,7 +119,24 @@ pub fn rank(node: &Node, target: &Target, scorer: &dyn Scorer, now: Instant) -> 
 /// `connect_attempts`) when a connect fails. Returns the connection or the most informative
 /// error of all attempts.
 pub async fn connect(node: &Node, target: &Target, scorer: &dyn Scorer) -> Result<Metered, DialError> {
-    let ranked = rank(node, target, scorer, Instant::now())?;
+    connect_pinned(node, target, scorer, None).await
+}
+
+/// Like [`connect`], but when `pin` names a source, only that source is tried (policies still
+/// apply). `booster get --node` pins each range request to one source this way.
+pub async fn connect_pinned(
+    node: &Node,
+    target: &Target,
+    scorer: &dyn Scorer,
+    pin: Option<&str>,
+) -> Result<Metered, DialError> {
+    let mut ranked = rank(node, target, scorer, Instant::now())?;
+    if let Some(pin) = pin {
+        ranked.retain(|s| s.name == pin);
+        if ranked.is_empty() {
+            return Err(DialError::NoSource);
+        }
+    }
     let policies = node.policies();
     let name = target.domain().map(str::to_owned);
     let mut best: Option<DialError> = None;

@@ -23,6 +23,14 @@ use tokio::{
 /// Read size for bodies.
 const BODY_CHUNK: usize = 64 * 1024;
 
+/// Request header naming the one source a request must use (sent by `booster get --node`); it
+/// is never forwarded.
+pub const PIN_HEADER: &str = "x-booster-source";
+
+fn pinned_source(head: &RequestHead) -> Option<String> {
+    head.header(PIN_HEADER).and_then(|v| std::str::from_utf8(v).ok()).map(|s| s.trim().to_string())
+}
+
 /// Response headers that describe the hop, not the message.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -91,7 +99,8 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
         match &target {
             ProxyTarget::Connect { host, port } => {
                 let t = Target::new(host, *port);
-                let mut up = match balancer::connect(node, &t, ctx.scorer.as_ref()).await {
+                let pin = pinned_source(&head);
+                let mut up = match balancer::connect_pinned(node, &t, ctx.scorer.as_ref(), pin.as_deref()).await {
                     Ok(u) => u,
                     Err(e) => return dial_failed(&mut client, peer, &t, e).await,
                 };
@@ -117,13 +126,18 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                     upstream = None;
                 }
                 let t = Target::new(host, *port);
-                let origin = head.to_origin_form(&target);
+                let pin = pinned_source(&head);
+                if pin.is_some() {
+                    upstream = None; // a pinned request gets its own connection through that source
+                }
+                let mut origin = head.to_origin_form(&target);
+                origin.headers.retain(|h| !h.name.eq_ignore_ascii_case(PIN_HEADER));
                 let mut reused = upstream.is_some();
                 // A reused upstream may have been closed by the server meanwhile; a request
                 // without a body is then safely sent again on a fresh connection, once.
                 let (resp, mut rbuf, request_done) = loop {
                     if upstream.is_none() {
-                        match balancer::connect(node, &t, ctx.scorer.as_ref()).await {
+                        match balancer::connect_pinned(node, &t, ctx.scorer.as_ref(), pin.as_deref()).await {
                             Ok(conn) => {
                                 upstream = Some(Upstream {
                                     host: host.clone(),

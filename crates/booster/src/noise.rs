@@ -213,7 +213,11 @@ impl Identity {
             file.write_all(&identity.private)?;
             file.sync_all()?;
             // Fails with AlreadyExists rather than replacing a key another process just made.
-            fs::hard_link(tmp, path)
+            match fs::hard_link(tmp, path) {
+                // A filesystem without hard links: rename is still atomic, only not exclusive.
+                Err(error) if error.kind() != io::ErrorKind::AlreadyExists => fs::rename(tmp, path),
+                other => other,
+            }
         })();
         let _ = fs::remove_file(tmp);
         match result {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::netlab::{fetch, fetch_parallel, root, start_node, status, NodeProc};
+use common::netlab::{fetch_parallel, root, start_node, status, NodeProc};
 use lab::{
     origin::Origin,
     profile::profile,

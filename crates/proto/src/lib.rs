@@ -6,6 +6,7 @@
 //! - [`http`]: HTTP/1.x heads for the proxy (CONNECT and absolute-form requests, responses)
 //!   and body framing.
 //! - [`peer`]: the peer protocol's frames (control and stream channels), carried in Noise.
+//! - [`range`]: the range planner of `booster get`: who fetches which bytes, with no slow tail.
 //!
 //! Every decoder returns `Ok(None)` for "need more bytes" and `Err` for "malformed", and never
 //! panics on any input.
@@ -13,4 +14,5 @@
 
 pub mod http;
 pub mod peer;
+pub mod range;
 pub mod socks5;
