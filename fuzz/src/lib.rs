@@ -203,3 +203,204 @@ pub fn peer_frame(data: &[u8]) {
         assert!(Frame::decode(&wire[..cut]).is_err(), "prefix of {cut} bytes decoded");
     }
 }
+
+/// The range planner driven by an operation sequence. Bytes 0..2 pick the file size
+/// (1..=65536), byte 2 the window (0 = none, else × 512 bytes); then each op is one byte
+/// (low nibble: the op, high bits: the source) plus its parameter bytes. Checks after every
+/// op: the planner's own invariants, `delivered()` monotonic, assignments inside the file and
+/// the window, at most two holders per piece, cancels only of live assignments, done bytes
+/// only where the engine really received bytes (or marked them done). Then a well-behaved
+/// engine (every source completes what it gets) must finish the file.
+pub fn range_planner(data: &[u8]) {
+    use proto::range::{Next, Planner, PlannerConfig};
+    let mut input = data.iter().copied();
+    let mut byte = move || input.next();
+    let size = u64::from(u16::from_le_bytes([byte().unwrap_or(0), byte().unwrap_or(0)])) + 1;
+    let window = match byte().unwrap_or(0) {
+        0 => None,
+        w => Some(u64::from(w) * 512),
+    };
+    let cfg = PlannerConfig { min_piece: 512, initial_piece: 2048, max_piece: 16384, window, ..Default::default() };
+    let mut model = RangeModel::new(size, window, Planner::new(size, cfg));
+    while let Some(op) = byte() {
+        let id = usize::from(op >> 4) % 4;
+        let param = byte().unwrap_or(0);
+        model.apply(op & 0x0f, id, param);
+    }
+    model.apply(OP_ADD, 0, 0);
+    for _ in 0..100_000 {
+        if model.planner.is_done() {
+            assert_eq!(model.planner.done_ranges(), [(0, size)]);
+            assert_eq!(model.received, [(0, size)]);
+            assert_eq!(model.planner.next(0, model.now()), Next::Done);
+            return;
+        }
+        model.apply(OP_ADVANCE, 0, 1);
+        for id in model.added.clone() {
+            let op = if model.held[id].is_some() { OP_COMPLETE } else { OP_NEXT };
+            model.apply(op, id, 0);
+        }
+    }
+    panic!("a well-behaved engine did not finish: {:?}", model.planner);
+}
+
+const OP_ADD: u8 = 0;
+const OP_NEXT: u8 = 2;
+const OP_COMPLETE: u8 = 4;
+const OP_ADVANCE: u8 = 7;
+
+/// What the engine knows: each source's assignment and received count, and which bytes were
+/// really received (sorted, merged ranges).
+struct RangeModel {
+    planner: proto::range::Planner,
+    size: u64,
+    window: Option<u64>,
+    base: std::time::Instant,
+    t: std::time::Duration,
+    added: Vec<usize>,
+    held: [Option<(proto::range::Assignment, u64)>; 4],
+    received: Vec<(u64, u64)>,
+    delivered: u64,
+}
+
+impl RangeModel {
+    fn new(size: u64, window: Option<u64>, planner: proto::range::Planner) -> Self {
+        RangeModel {
+            planner,
+            size,
+            window,
+            base: std::time::Instant::now(),
+            t: std::time::Duration::ZERO,
+            added: Vec::new(),
+            held: [None; 4],
+            received: Vec::new(),
+            delivered: 0,
+        }
+    }
+
+    fn now(&self) -> std::time::Instant {
+        self.base + self.t
+    }
+
+    fn receive(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        self.received.push((start, end));
+        self.received.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.received.len());
+        for &(s, e) in &self.received {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.received = merged;
+    }
+
+    fn cancelled(&mut self, cancels: Vec<proto::range::Cancel>) {
+        for c in cancels {
+            let held = self.held[c.source].take().map(|(a, _)| a.piece);
+            assert_eq!(held, Some(c.piece), "cancel {c:?} of nothing held");
+        }
+    }
+
+    fn apply(&mut self, op: u8, id: usize, param: u8) {
+        use proto::range::Next;
+        let now = self.now();
+        match op {
+            OP_ADD => {
+                let prior = (param > 0).then(|| f64::from(param) * 10_000.0);
+                self.planner.add_source(id, prior);
+                if !self.added.contains(&id) {
+                    self.added.push(id);
+                }
+            }
+            1 => {
+                let cancels = self.planner.remove_source(id);
+                let held = self.held[id].take().map(|(a, _)| (id, a.piece));
+                assert_eq!(cancels.iter().map(|c| (c.source, c.piece)).collect::<Vec<_>>(), Vec::from_iter(held));
+                self.added.retain(|&a| a != id);
+            }
+            OP_NEXT => {
+                let limit = self.window.map_or(self.size, |w| self.planner.delivered().saturating_add(w));
+                self.held[id] = None;
+                match self.planner.next(id, now) {
+                    Next::Fetch(a) => {
+                        assert!(self.added.contains(&id), "work for unknown source {id}");
+                        assert!(a.start < a.end && a.end <= self.size && a.end <= limit, "{a:?}, limit {limit}");
+                        let holders = self.held.iter().flatten().filter(|(h, _)| h.piece == a.piece).count();
+                        assert!(holders < 2, "third holder for {a:?}");
+                        assert_eq!(a.duplicate, holders == 1);
+                        self.held[id] = Some((a, 0));
+                    }
+                    Next::Done => assert!(self.planner.is_done()),
+                    Next::Wait => assert!(!self.planner.is_done()),
+                }
+            }
+            3 => {
+                let Some((a, received)) = self.held[id] else { return };
+                let new = received + (a.len() - received) * u64::from(param) / 256;
+                self.receive(a.start, a.start + new);
+                self.held[id] = Some((a, new));
+                let cancels = self.planner.progress(id, a.piece, new, now);
+                if new == a.len() {
+                    self.held[id] = None;
+                }
+                self.cancelled(cancels);
+            }
+            OP_COMPLETE => {
+                let Some((a, _)) = self.held[id].take() else { return };
+                self.receive(a.start, a.end);
+                let cancels = self.planner.complete(id, a.piece, now);
+                self.cancelled(cancels);
+            }
+            5 => {
+                if let Some((a, _)) = self.held[id].take() {
+                    self.planner.fail(id, a.piece, now);
+                }
+            }
+            6 => {
+                // A report that raced with a cancel: for a piece this source does not hold.
+                let piece = u64::from(param >> 2);
+                if self.held[id].is_some_and(|(a, _)| a.piece == piece) {
+                    return;
+                }
+                match param & 3 {
+                    0 => assert!(self.planner.progress(id, piece, u64::MAX, now).is_empty()),
+                    1 => assert!(self.planner.complete(id, piece, now).is_empty()),
+                    _ => self.planner.fail(id, piece, now),
+                }
+            }
+            OP_ADVANCE => self.t += std::time::Duration::from_millis(u64::from(param) * 10),
+            8 => {
+                let cancels = self.planner.check_stalls(now);
+                self.cancelled(cancels);
+            }
+            9 => {
+                let (a, b) = (u64::from(param & 0x0f), u64::from(param >> 4));
+                let (start, end) = (self.size * a.min(b) / 15, self.size * a.max(b) / 15);
+                self.receive(start, end);
+                self.planner.mark_done(start, end);
+            }
+            _ => {}
+        }
+        self.check();
+    }
+
+    fn check(&mut self) {
+        if let Err(e) = self.planner.check_invariants() {
+            panic!("{e}");
+        }
+        let delivered = self.planner.delivered();
+        assert!(delivered >= self.delivered, "delivered went backwards");
+        self.delivered = delivered;
+        for (start, end) in self.planner.done_ranges() {
+            let within = self.received.iter().any(|&(s, e)| s <= start && end <= e);
+            assert!(within, "{start}..{end} is done but was never received");
+        }
+        if self.planner.is_done() {
+            assert_eq!(self.received, [(0, self.size)]);
+        }
+    }
+}

@@ -15,6 +15,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("http_response_head", booster_proto_fuzz::http_response_head),
     ("http_body_chunked", booster_proto_fuzz::http_body_chunked),
     ("peer_frame", booster_proto_fuzz::peer_frame),
+    ("range_planner", booster_proto_fuzz::range_planner),
 ];
 
 /// Mutations per seed: enough to leave the happy path, cheap enough for CI.

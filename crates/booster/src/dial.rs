@@ -233,14 +233,14 @@ pub async fn dial(
 ) -> Result<Metered, DialError> {
     let dns = &node.dns;
     if let SourceKind::Peer { addr, uplink, .. } = &source.kind {
-        // The peer resolves names and dials; address rules can be checked here only for
-        // address targets.
+        // The peer resolves names and dials; address rules are checked here for address
+        // targets, and on the address the peer reports for names.
         if target.ip().is_some_and(|ip| !allow(ip)) {
             return Err(DialError::Policy);
         }
         let started = Instant::now();
         let budget = opts.connect_timeout + crate::peer::HANDSHAKE_TIMEOUT;
-        let (stream, bound) = tokio::time::timeout(budget, crate::peer::open(node, addr, uplink, target))
+        let (stream, bound) = tokio::time::timeout(budget, crate::peer::open(node, addr, uplink, target, &allow))
             .await
             .map_err(|_| DialError::Timeout)??;
         let guard = if opts.probe { source.probe_guard() } else { source.open_guard() };

@@ -40,10 +40,13 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bounds the cache so a client asking for random names cannot grow it without limit.
 const MAX_CACHE_ENTRIES: usize = 4096;
 
+/// (source name, host name).
+type CacheKey = (String, String);
+
 pub struct Resolver {
     servers: Vec<SocketAddr>,
     hosts: HashMap<String, Vec<IpAddr>>,
-    cache: Mutex<HashMap<(String, String), (Vec<IpAddr>, Instant)>>,
+    cache: Mutex<HashMap<CacheKey, (Vec<IpAddr>, Instant)>>,
 }
 
 impl Resolver {

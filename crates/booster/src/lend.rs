@@ -167,7 +167,7 @@ async fn channel(tcp: TcpStream, node: &Arc<Node>) -> Result<(), String> {
     };
     let first = tokio::time::timeout(DEAD_AFTER, ch.recv()).await.map_err(|_| "no first frame")?.map_err(|e| e.to_string())?;
     let Some(first) = first else { return Ok(()) };
-    match Frame::decode(&first) {
+    match Frame::decode(first) {
         Ok(Frame::Hello { node: borrower, .. }) => control(ch, node, borrower).await,
         Ok(Frame::Open { uplink, target }) => stream(ch, node, uplink, target).await,
         Ok(other) => Err(format!("unexpected first frame {other:?}")),
@@ -276,7 +276,8 @@ async fn stream(mut ch: NoiseStream<TcpStream>, node: &Arc<Node>, uplink: String
         }
     };
     source.record_success(Some(conn.connect_time));
-    ch.send(&encode(&Frame::OpenOk { bound: Address::Ip(conn.local_addr) })).await.map_err(|e| e.to_string())?;
+    let ok = Frame::OpenOk { bound: Address::Ip(conn.local_addr), remote: Address::Ip(conn.peer_addr) };
+    ch.send(&encode(&ok)).await.map_err(|e| e.to_string())?;
 
     let lent = node.lent(&source.name);
     let idle = node.config.idle_timeout;
@@ -287,7 +288,7 @@ async fn stream(mut ch: NoiseStream<TcpStream>, node: &Arc<Node>, uplink: String
         loop {
             let msg = tokio::time::timeout(idle, ch_rd.recv()).await.map_err(|_| "idle".to_string())?.map_err(|e| e.to_string())?;
             let Some(msg) = msg else { return Err("borrower closed the stream without a Fin".to_string()) };
-            match Frame::decode(&msg) {
+            match Frame::decode(msg) {
                 Ok(Frame::Data(d)) => {
                     pacer.pace(d.len()).await;
                     up_wr.write_all(&d).await.map_err(|e| e.to_string())?;

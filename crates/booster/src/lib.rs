@@ -9,7 +9,8 @@
 //! 5. [`dial`] (with [`dns`] and [`sys`]): the only place that opens outbound sockets.
 //! 6. [`pipe`]: the data path.
 //! 7. [`discovery`], [`store`], [`api`], [`run`]: uplinks at runtime, persistence, control.
-//! 8. [`peer`] (borrowing a peer's uplinks), [`lend`] (lending ours), [`noise`] (the encrypted
+//! 8. [`fetch`]: one HTTP download over every source by byte ranges (`booster get`).
+//! 9. [`peer`] (borrowing a peer's uplinks), [`lend`] (lending ours), [`noise`] (the encrypted
 //!    channel under both) and [`mdns`] (finding nodes on the LAN).
 #![deny(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod dial;
 pub mod discovery;
 pub mod dns;
+pub mod fetch;
 pub mod http_proxy;
 pub mod lend;
 pub mod mdns;

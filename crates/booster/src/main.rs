@@ -24,13 +24,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: a SOCKS5 and HTTP proxy over every uplink.
-    Start(cmd::start::StartArgs),
+    Start(Box<cmd::start::StartArgs>),
     /// Show a node's sources, peers, load and usage.
     Status(cmd::status::StatusArgs),
     /// Make a peer boost a node: borrow the uplinks it lends.
     Connect(cmd::peers::ConnectArgs),
     /// Stop borrowing from a peer.
     Disconnect(cmd::peers::DisconnectArgs),
+    /// Download one HTTP(S) file over every uplink at once, by byte ranges.
+    Get(Box<cmd::get::GetArgs>),
     /// Run the whole system on emulated uplinks (no root, no setup) and compare it with each link.
     Demo(cmd::demo::DemoArgs),
 }
@@ -67,9 +69,10 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         match cli.command {
-            Command::Start(a) => cmd::start::run(a).await,
+            Command::Start(a) => cmd::start::run(*a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
+            Command::Get(a) => cmd::get::run(*a).await,
             Command::Connect(a) => cmd::peers::connect(a).await,
             Command::Disconnect(a) => cmd::peers::disconnect(a).await,
         }

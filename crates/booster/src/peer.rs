@@ -190,7 +190,7 @@ async fn control_session(node: &Arc<Node>, addr: &str) -> Result<(), String> {
     let (mut rx, mut tx) = ch.split();
     tx.send(&encode(&Frame::Hello { node: node.config.name.clone(), flags: 1 })).await.map_err(|e| e.to_string())?;
     let hello = tokio::time::timeout(DEAD_AFTER, rx.recv()).await.map_err(|_| "no hello from the peer".to_string())?;
-    let name = match hello.map_err(|e| e.to_string())?.map(|m| Frame::decode(&m)) {
+    let name = match hello.map_err(|e| e.to_string())?.map(Frame::decode) {
         Some(Ok(Frame::Hello { node: name, .. })) => name,
         Some(Ok(other)) => return Err(format!("expected hello, got {other:?}")),
         Some(Err(e)) => return Err(format!("bad frame from the peer: {e}")),
@@ -228,7 +228,7 @@ async fn control_session(node: &Arc<Node>, addr: &str) -> Result<(), String> {
                 Ok(Ok(Some(m))) => m,
             };
             update(node, addr, |p| p.last_seen = Some(Instant::now()));
-            match Frame::decode(&msg) {
+            match Frame::decode(msg) {
                 Ok(Frame::Load { uplinks }) => apply_load(node, &name, addr, &uplinks),
                 Ok(Frame::Heartbeat { .. }) => {}
                 Ok(Frame::Bye { reason }) => return Err(format!("the peer said goodbye: {reason}")),
@@ -309,7 +309,13 @@ fn open_error(code: u8, reason: &str) -> DialError {
 
 /// Opens a stream to `target` through `uplink` of the peer at `addr`. Returns the stream and
 /// the address the peer's socket is bound to.
-pub async fn open(node: &Node, addr: &str, uplink: &str, target: &Target) -> Result<(PeerStream, SocketAddr), DialError> {
+pub async fn open(
+    node: &Node,
+    addr: &str,
+    uplink: &str,
+    target: &Target,
+    allow: impl Fn(std::net::IpAddr) -> bool,
+) -> Result<(PeerStream, SocketAddr), DialError> {
     let (mut ch, _) = channel(node, addr).await.map_err(|e| DialError::Io(std::io::Error::other(e)))?;
     let target = match &target.host {
         Host::Ip(ip) => Address::Ip(SocketAddr::new(*ip, target.port)),
@@ -318,11 +324,21 @@ pub async fn open(node: &Node, addr: &str, uplink: &str, target: &Target) -> Res
     let io = |e: noise::NoiseError| DialError::Io(std::io::Error::other(e.to_string()));
     ch.send(&encode(&Frame::Open { uplink: uplink.to_string(), target })).await.map_err(io)?;
     let reply = ch.recv().await.map_err(io)?.ok_or_else(|| DialError::Io(std::io::ErrorKind::UnexpectedEof.into()))?;
-    let bound = match Frame::decode(&reply) {
-        Ok(Frame::OpenOk { bound }) => match bound {
-            Address::Ip(sa) => sa,
-            Address::Domain(..) => SocketAddr::from(([0, 0, 0, 0], 0)),
-        },
+    let bound = match Frame::decode(reply) {
+        Ok(Frame::OpenOk { bound, remote }) => {
+            // The lender resolved the name: address rules apply to what it connected to.
+            if let Address::Ip(sa) = remote {
+                if !allow(sa.ip()) {
+                    let reset = Frame::Reset { code: proto::socks5::Reply::NotAllowed as u8, reason: "not allowed by policy".into() };
+                    let _ = ch.send(&encode(&reset)).await;
+                    return Err(DialError::Policy);
+                }
+            }
+            match bound {
+                Address::Ip(sa) => sa,
+                Address::Domain(..) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            }
+        }
         Ok(Frame::OpenErr { code, reason }) => return Err(open_error(code, &reason)),
         Ok(other) => return Err(DialError::Io(std::io::Error::other(format!("peer answered {other:?}")))),
         Err(e) => return Err(DialError::Io(std::io::Error::other(format!("bad frame from the peer: {e}")))),
@@ -369,7 +385,7 @@ where
                 Ok(Some(m)) => m,
                 _ => break,
             };
-            match Frame::decode(&msg) {
+            match Frame::decode(msg) {
                 Ok(Frame::Data(d)) => {
                     if far_wr.write_all(&d).await.is_err() {
                         return;

@@ -212,7 +212,7 @@ impl Policies {
                 PolicyKind::Avoid if hit => Verdict::Avoid,
                 // A reserved uplink refuses everything else; with only address patterns and no
                 // address known yet, wait for DNS.
-                PolicyKind::Reserve if !hit && !(ip.is_none() && only_addresses) => Verdict::Deny,
+                PolicyKind::Reserve if !(hit || ip.is_none() && only_addresses) => Verdict::Deny,
                 _ => Verdict::Allow,
             };
             verdict = verdict.max(v);

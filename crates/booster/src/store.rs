@@ -218,9 +218,9 @@ mod tests {
             store.load_into(&s);
             s.rx.store(1000, Relaxed);
             s.tx.store(10, Relaxed);
-            store.flush(&[s.clone()]).unwrap();
+            store.flush(std::slice::from_ref(&s)).unwrap();
             s.rx.store(1500, Relaxed);
-            store.flush(&[s.clone()]).unwrap();
+            store.flush(std::slice::from_ref(&s)).unwrap();
             // Not flushed: lost, as with kill -9 between flushes.
             s.rx.store(9999, Relaxed);
         }

@@ -104,7 +104,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// One network interface as the OS reports it.
@@ -185,34 +185,6 @@ pub fn operstate(iface: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_is_listed() {
-        let all = interfaces().unwrap();
-        let lo = all.iter().find(|i| i.loopback).expect("a loopback interface");
-        assert!(lo.up);
-        assert!(lo.addrs.iter().any(|a| a.is_loopback()));
-    }
-
-    #[test]
-    fn tcp_info_reads_a_connected_socket() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let info = tcp_info(&c).unwrap();
-        assert!(info.snd_cwnd > 0);
-        set_notsent_lowat(&c, 16 * 1024).unwrap();
-    }
-
-    #[test]
-    fn binding_to_a_missing_device_fails() {
-        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        assert!(bind_device(&s, "bt-nonexistent0").is_err());
-    }
-}
-
 /// A kernel pipe used as the buffer of a zero-copy `splice` transfer between two sockets.
 pub struct Pipe {
     pub read: std::os::fd::OwnedFd,
@@ -261,5 +233,33 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_listed() {
+        let all = interfaces().unwrap();
+        let lo = all.iter().find(|i| i.loopback).expect("a loopback interface");
+        assert!(lo.up);
+        assert!(lo.addrs.iter().any(|a| a.is_loopback()));
+    }
+
+    #[test]
+    fn tcp_info_reads_a_connected_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let info = tcp_info(&c).unwrap();
+        assert!(info.snd_cwnd > 0);
+        set_notsent_lowat(&c, 16 * 1024).unwrap();
+    }
+
+    #[test]
+    fn binding_to_a_missing_device_fails() {
+        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        assert!(bind_device(&s, "bt-nonexistent0").is_err());
     }
 }

@@ -94,7 +94,9 @@ fn nix_kill(pid: u32, sig: &str) {
         .unwrap();
 }
 
-/// Starts the binary on loopback and returns (child, proxy addr, api addr).
+/// Starts the binary on loopback and returns (child, proxy addr, api addr). The caller waits
+/// for the child.
+#[allow(clippy::zombie_processes)]
 fn spawn_node(dir: &std::path::Path) -> (std::process::Child, String, String) {
     let mut child = booster()
         .args([
@@ -117,7 +119,11 @@ fn spawn_node(dir: &std::path::Path) -> (std::process::Child, String, String) {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "node exited early");
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node exited early");
+        }
         if let Some(rest) = line.trim().strip_prefix("booster: proxy on ") {
             let proxy = rest.split_whitespace().next().unwrap().to_string();
             let api = rest.rsplit("API on ").next().unwrap().trim().to_string();

@@ -23,7 +23,7 @@
 //!                               | RATE_TX u64 | OPEN u32 | RTT_US u32 | CAP_LEFT u64 | MAX_RATE u64
 //! 0x04 Bye        reason
 //! 0x10 Open       uplink | address (port ≠ 0)
-//! 0x11 OpenOk     address
+//! 0x11 OpenOk     address(bound) | address(remote)
 //! 0x12 OpenErr    CODE u8 (SOCKS5 reply code 1..=8) | reason
 //! 0x13 Data       BYTES (1 or more: the rest of the frame)
 //! 0x14 Fin        (empty)
@@ -125,8 +125,10 @@ pub enum Frame {
     /// First frame of a stream channel: connect to `target` through `uplink` (empty = the
     /// lender picks).
     Open { uplink: String, target: Address },
-    /// The lender connected; `bound` is its local address for the upstream connection.
-    OpenOk { bound: Address },
+    /// The lender connected; `bound` is its local address for the upstream connection and
+    /// `remote` the address it connected to (after its own DNS), so the borrower can apply
+    /// address rules to names the lender resolved.
+    OpenOk { bound: Address, remote: Address },
     /// The lender could not connect; `code` is the SOCKS5 reply code to give the client.
     OpenErr { code: u8, reason: String },
     /// Stream bytes, never empty.
@@ -199,9 +201,10 @@ impl Frame {
                 put_name(out, uplink);
                 target.encode(out);
             }
-            Frame::OpenOk { bound } => {
+            Frame::OpenOk { bound, remote } => {
                 out.push(TYPE_OPEN_OK);
                 bound.encode(out);
+                remote.encode(out);
             }
             Frame::OpenErr { code, reason } => {
                 out.push(TYPE_OPEN_ERR);
@@ -261,7 +264,11 @@ impl Frame {
                 }
                 Frame::Open { uplink, target }
             }
-            TYPE_OPEN_OK => Frame::OpenOk { bound: r.address()? },
+            TYPE_OPEN_OK => {
+                let bound = r.address()?;
+                let remote = r.address()?;
+                Frame::OpenOk { bound, remote }
+            }
             TYPE_OPEN_ERR => {
                 let code = r.u8()?;
                 if !matches!(Reply::try_from(code), Ok(reply) if reply != Reply::Succeeded) {
@@ -577,10 +584,12 @@ mod tests {
         let mut ok = vec![0x01, 0x11, 0x04];
         ok.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
         ok.extend_from_slice(&[0x1F, 0x90]);
+        ok.extend_from_slice(&[0x01, 192, 0, 2, 1, 0x00, 0x50]);
         assert_eq!(
             decode_ok(&ok),
             Frame::OpenOk {
-                bound: Address::Ip(SocketAddr::from((Ipv6Addr::LOCALHOST, 8080)))
+                bound: Address::Ip(SocketAddr::from((Ipv6Addr::LOCALHOST, 8080))),
+                remote: Address::Ip(SocketAddr::from(([192, 0, 2, 1], 80))),
             }
         );
         assert_eq!(
@@ -763,7 +772,7 @@ mod tests {
             arb_reason().prop_map(|reason| Frame::Bye { reason }),
             (prop_oneof![Just(String::new()), arb_name()], arb_address())
                 .prop_map(|(uplink, target)| Frame::Open { uplink, target }),
-            arb_address().prop_map(|bound| Frame::OpenOk { bound }),
+            (arb_address(), arb_address()).prop_map(|(bound, remote)| Frame::OpenOk { bound, remote }),
             (1u8..=8, arb_reason()).prop_map(|(code, reason)| Frame::OpenErr { code, reason }),
             proptest::collection::vec(any::<u8>(), 1..2000).prop_map(Frame::Data),
             Just(Frame::Fin),

@@ -200,7 +200,7 @@ impl Source {
         job.sample_time += now.saturating_duration_since(job.clock);
         job.clock = job.clock.max(now);
         if job.sample_time >= RATE_SAMPLE {
-            self.rate = fold(self.known_rate(), job.sample_bytes, job.sample_time);
+            self.rate = fold(self.rate.or(self.prior), job.sample_bytes, job.sample_time);
             job.sample_bytes = 0;
             job.sample_time = Duration::ZERO;
         }
@@ -246,7 +246,9 @@ fn fold(rate: Option<f64>, bytes: u64, time: Duration) -> Option<f64> {
 
 /// `max(floor, factor × expected)` as a duration, without panicking on odd floats.
 fn stall_timeout(floor: Duration, factor: f64, expected_secs: f64) -> Duration {
-    Duration::try_from_secs_f64(factor * expected_secs).unwrap_or(Duration::MAX).max(floor)
+    Duration::try_from_secs_f64(factor * expected_secs)
+        .unwrap_or(Duration::MAX)
+        .max(floor)
 }
 
 impl Planner {
@@ -281,8 +283,17 @@ impl Planner {
 
     /// Drops a source for good; its piece goes back to the pool (or stays with its other
     /// holder). Returns the request to cancel, if it had one.
-    pub fn remove_source(&mut self, id: SourceId, now: Instant) -> Vec<Cancel> {
-        let cancels = self.release(id, now).map(|piece| Cancel { source: id, piece }).into_iter().collect();
+    pub fn remove_source(&mut self, id: SourceId) -> Vec<Cancel> {
+        // The rate is dropped with the source, so the job's last known time will do.
+        let Some(now) = self.sources.get(&id).and_then(|s| s.job.as_ref()).map(|job| job.clock) else {
+            self.sources.remove(&id);
+            return Vec::new();
+        };
+        let cancels = self
+            .release(id, now)
+            .map(|piece| Cancel { source: id, piece })
+            .into_iter()
+            .collect();
         self.sources.remove(&id);
         cancels
     }
@@ -425,13 +436,20 @@ impl Planner {
         self.pool.remove(start, end);
         let piece = self.next_piece;
         self.next_piece += 1;
-        self.pieces.insert(piece, Piece { end, holders: Vec::new() });
+        self.pieces.insert(
+            piece,
+            Piece {
+                end,
+                holders: Vec::new(),
+            },
+        );
         Some(self.hold(id, piece, start, now))
     }
 
     /// Bytes for `id`'s next piece: its rate × `target_piece_time`, clamped; in the endgame
     /// no more than its fair share of the outstanding bytes, so that all sources finish
-    /// together instead of one big last piece making the tail.
+    /// together instead of one big last piece making the tail. With a window, the share is
+    /// of half the window, so that all sources keep working while the front piece finishes.
     fn piece_len(&self, id: SourceId) -> u64 {
         let cfg = &self.cfg;
         let Some(rate) = self.sources.get(&id).and_then(Source::known_rate) else {
@@ -440,7 +458,8 @@ impl Planner {
         let mut len = (rate * cfg.target_piece_time.as_secs_f64()) as u64;
         let total_rate: f64 = self.sources.values().filter_map(Source::known_rate).sum();
         if total_rate > 0.0 {
-            let share = (self.outstanding() as f64 * rate / total_rate).ceil() as u64;
+            let ahead = self.outstanding().min(cfg.window.map_or(u64::MAX, |w| w / 2));
+            let share = (ahead as f64 * rate / total_rate).ceil() as u64;
             len = len.min(share);
         }
         len.max(cfg.min_piece).min(cfg.max_piece)
@@ -458,8 +477,12 @@ impl Planner {
 
     /// The endgame: duplicate the unreceived tail of the single-held piece expected to finish
     /// last, if `id` is expected to finish it sooner, start-up allowance included.
+    ///
+    /// When free bytes remain but lie beyond the window, the piece that holds the window back
+    /// (lowest offset) is the one to race instead: finishing it is what lets the stream move.
     fn duplicate(&mut self, id: SourceId, now: Instant) -> Option<Assignment> {
         let my_rate = self.sources.get(&id)?.known_rate().filter(|r| *r > 0.0)?;
+        let window_blocked = self.pool.len() > 0;
         let mut latest: Option<(f64, PieceId, u64)> = None;
         for (&piece, p) in &self.pieces {
             let [holder] = p.holders.as_slice() else {
@@ -474,7 +497,11 @@ impl Planner {
             };
             let remaining = (p.end - from) as f64;
             let eta = if rate > 0.0 { remaining / rate } else { f64::INFINITY };
-            if latest.is_none_or(|(latest_eta, ..)| eta > latest_eta) {
+            let better = |(latest_eta, _, latest_from): (f64, PieceId, u64)| match window_blocked {
+                true => from < latest_from,
+                false => eta > latest_eta,
+            };
+            if latest.is_none_or(better) {
                 latest = Some((eta, piece, from));
             }
         }
@@ -487,8 +514,17 @@ impl Planner {
     fn hold(&mut self, id: SourceId, piece: PieceId, start: u64, now: Instant) -> Assignment {
         let p = self.pieces.get_mut(&piece).expect("hold: live piece");
         let duplicate = !p.holders.is_empty();
-        p.holders.push(Holder { source: id, start, received: 0 });
-        let assignment = Assignment { piece, start, end: p.end, duplicate };
+        p.holders.push(Holder {
+            source: id,
+            start,
+            received: 0,
+        });
+        let assignment = Assignment {
+            piece,
+            start,
+            end: p.end,
+            duplicate,
+        };
         let cfg = &self.cfg;
         let source = self.sources.get_mut(&id).expect("hold: known source");
         let target = cfg.target_piece_time.as_secs_f64();
@@ -499,7 +535,11 @@ impl Planner {
         source.job = Some(Job {
             piece,
             last_progress: now,
-            stall_after: stall_timeout(cfg.stall_min, cfg.stall_factor, expected.min(STALL_EXPECTED_CAP * target)),
+            stall_after: stall_timeout(
+                cfg.stall_min,
+                cfg.stall_factor,
+                expected.min(STALL_EXPECTED_CAP * target),
+            ),
             clock: now,
             sample_bytes: 0,
             sample_time: Duration::ZERO,
@@ -531,6 +571,8 @@ impl Planner {
     }
 
     /// `winner` finished `piece`: the piece is retired and any other holder is cancelled.
+    /// When that completes the file, every request still running (possible after a late
+    /// `mark_done`) is cancelled too.
     fn finish(&mut self, winner: SourceId, piece: PieceId, now: Instant) -> Vec<Cancel> {
         let Some(p) = self.pieces.remove(&piece) else {
             return Vec::new();
@@ -541,7 +583,21 @@ impl Planner {
                 source.end_job(0, now);
             }
             if holder.source != winner {
-                cancels.push(Cancel { source: holder.source, piece });
+                cancels.push(Cancel {
+                    source: holder.source,
+                    piece,
+                });
+            }
+        }
+        if self.is_done() {
+            let running: Vec<SourceId> = self
+                .sources
+                .iter()
+                .filter(|(_, s)| s.job.is_some())
+                .map(|(&id, _)| id)
+                .collect();
+            for id in running {
+                cancels.extend(self.release(id, now).map(|piece| Cancel { source: id, piece }));
             }
         }
         cancels
@@ -581,7 +637,11 @@ impl Planner {
                 return Err(format!("piece {piece}: {p:?}"));
             }
             for (i, h) in p.holders.iter().enumerate() {
-                let job_piece = self.sources.get(&h.source).and_then(|s| s.job.as_ref()).map(|j| j.piece);
+                let job_piece = self
+                    .sources
+                    .get(&h.source)
+                    .and_then(|s| s.job.as_ref())
+                    .map(|j| j.piece);
                 if job_piece != Some(piece) || h.start >= p.end || h.offset() > p.end {
                     return Err(format!("piece {piece}: holder {h:?} inconsistent"));
                 }
@@ -596,13 +656,20 @@ impl Planner {
         }
         for (&id, source) in &self.sources {
             if let Some(job) = &source.job {
-                if !self.pieces.get(&job.piece).is_some_and(|p| p.holders.iter().any(|h| h.source == id)) {
+                if !self
+                    .pieces
+                    .get(&job.piece)
+                    .is_some_and(|p| p.holders.iter().any(|h| h.source == id))
+                {
                     return Err(format!("source {id} holds piece {} that does not know it", job.piece));
                 }
             }
         }
         if self.size > 0 && all.iter().collect::<Vec<_>>() != [(0, self.size)] {
-            return Err(format!("bytes lost: done ∪ pool ∪ in flight = {:?}", all.iter().collect::<Vec<_>>()));
+            return Err(format!(
+                "bytes lost: done ∪ pool ∪ in flight = {:?}",
+                all.iter().collect::<Vec<_>>()
+            ));
         }
         Ok(())
     }
@@ -699,4 +766,632 @@ impl RangeSet {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const MB: f64 = 1_000_000.0;
+    const STEP: Duration = Duration::from_millis(10);
+
+    // ------------------------------------------------------------ simulator
+
+    /// One simulated link: bytes flow at `rate` once a request's `startup` (RTT plus server
+    /// think time) has passed; after `dies_at` nothing flows ever again.
+    #[derive(Clone)]
+    struct Link {
+        rate: f64,
+        startup: Duration,
+        dies_at: Option<Duration>,
+        removed_at: Option<Duration>,
+    }
+
+    fn link(mb_per_s: f64, startup_ms: u64) -> Link {
+        Link {
+            rate: mb_per_s * MB,
+            startup: Duration::from_millis(startup_ms),
+            dies_at: None,
+            removed_at: None,
+        }
+    }
+
+    struct Job {
+        a: Assignment,
+        received: u64,
+        since: Duration,
+        carry: f64,
+    }
+
+    #[derive(Debug)]
+    struct Outcome {
+        finish: Duration,
+        /// Bytes per second over the last 10% of the file.
+        tail_rate: f64,
+        fetched: u64,
+        stalls: usize,
+        assignments: Vec<(SourceId, Assignment)>,
+    }
+
+    /// Steps virtual time by 10 ms: delivers bytes per link rate, reports progress and
+    /// completions, checks stalls, and lets idle links ask for work.
+    fn simulate(size: u64, cfg: PlannerConfig, links: &[Link], setup: impl FnOnce(&mut Planner)) -> Outcome {
+        let window = cfg.window;
+        let mut planner = Planner::new(size, cfg);
+        setup(&mut planner);
+        for id in 0..links.len() {
+            planner.add_source(id, None);
+        }
+        let base = Instant::now();
+        let mut jobs: Vec<Option<Job>> = links.iter().map(|_| None).collect();
+        let mut alive: Vec<bool> = vec![true; links.len()];
+        let (mut t, mut t90, mut fetched, mut stalls) = (Duration::ZERO, None, 0, 0);
+        let mut assignments = Vec::new();
+        let drop_cancelled = |jobs: &mut Vec<Option<Job>>, cancels: Vec<Cancel>| {
+            for c in cancels {
+                let job = jobs[c.source].take().expect("cancel of a live job");
+                assert_eq!(job.a.piece, c.piece);
+            }
+        };
+        while !planner.is_done() {
+            assert!(t < Duration::from_secs(3600), "simulation did not finish");
+            t += STEP;
+            let now = base + t;
+            for (id, l) in links.iter().enumerate() {
+                if alive[id] && l.removed_at.is_some_and(|at| t >= at) {
+                    alive[id] = false;
+                    jobs[id] = None;
+                    let cancels = planner.remove_source(id);
+                    assert!(cancels.len() <= 1);
+                }
+            }
+            for (id, l) in links.iter().enumerate() {
+                let Some(job) = jobs[id].as_mut() else { continue };
+                if t < job.since + l.startup || l.dies_at.is_some_and(|at| t >= at) {
+                    continue;
+                }
+                let bytes = l.rate * STEP.as_secs_f64() + job.carry;
+                job.carry = bytes.fract();
+                let before = job.received;
+                job.received = (job.received + bytes as u64).min(job.a.len());
+                fetched += job.received - before;
+                let (piece, received, len) = (job.a.piece, job.received, job.a.len());
+                let cancels = if received == len {
+                    jobs[id] = None;
+                    planner.complete(id, piece, now)
+                } else {
+                    planner.progress(id, piece, received, now)
+                };
+                drop_cancelled(&mut jobs, cancels);
+            }
+            let cancels = planner.check_stalls(now);
+            stalls += cancels.len();
+            drop_cancelled(&mut jobs, cancels);
+            for id in 0..links.len() {
+                if !alive[id] || jobs[id].is_some() {
+                    continue;
+                }
+                let limit = window.map_or(size, |w| planner.delivered().saturating_add(w));
+                if let Next::Fetch(a) = planner.next(id, now) {
+                    assert!(a.start < a.end && a.end <= size && a.end <= limit, "{a:?}");
+                    assignments.push((id, a));
+                    jobs[id] = Some(Job {
+                        a,
+                        received: 0,
+                        since: t,
+                        carry: 0.0,
+                    });
+                }
+            }
+            planner.check_invariants().unwrap();
+            let done: u64 = planner.done_ranges().iter().map(|(s, e)| e - s).sum();
+            if t90.is_none() && done as f64 >= 0.9 * size as f64 {
+                t90 = Some(t);
+            }
+        }
+        let tail = t
+            .saturating_sub(t90.unwrap_or_default())
+            .as_secs_f64()
+            .max(STEP.as_secs_f64());
+        Outcome {
+            finish: t,
+            tail_rate: 0.1 * size as f64 / tail,
+            fetched,
+            stalls,
+            assignments,
+        }
+    }
+
+    /// Prints the outcome against the ideal: `need` bytes at the sum of `links`' rates.
+    fn report(name: &str, need: u64, links: &[Link], out: &Outcome) -> f64 {
+        let sum: f64 = links.iter().map(|l| l.rate).sum();
+        let ideal = need as f64 / sum;
+        let finish = out.finish.as_secs_f64();
+        println!(
+            "{name}: finish {finish:.2} s vs ideal {ideal:.2} s ({:.1}% of the sum rate); tail {:.2} MB/s = {:.0}% \
+             of the sum; fetched {:.1}% of what was needed; {} pieces; {} stalls",
+            100.0 * ideal / finish,
+            out.tail_rate / MB,
+            100.0 * out.tail_rate / sum,
+            100.0 * out.fetched as f64 / need as f64,
+            out.assignments.len(),
+            out.stalls,
+        );
+        finish / ideal
+    }
+
+    #[test]
+    fn three_sources_reach_the_sum_rate_without_a_slow_tail() {
+        let size = 50_000_000;
+        let links = [link(0.5, 50), link(2.5, 50), link(2.5, 50)];
+        let out = simulate(size, PlannerConfig::default(), &links, |_| {});
+        let ratio = report("0.5+2.5+2.5 MB/s, 50 MB", size, &links, &out);
+        assert!(ratio < 1.2, "finish is {ratio:.2}× the ideal");
+        assert_eq!(out.stalls, 0);
+        // Duplicates waste little: the endgame duplicates tails of at most one piece per source.
+        assert!(out.fetched < size + size / 10, "fetched {}", out.fetched);
+    }
+
+    #[test]
+    fn slow_source_with_startup_delay_never_slows_the_fast_one() {
+        let size = 50_000_000;
+        let fast = link(50.0 / 8.0, 20);
+        let slow = link(5.0 / 8.0, 300);
+        let alone = simulate(size, PlannerConfig::default(), std::slice::from_ref(&fast), |_| {});
+        report("50 Mbit alone", size, std::slice::from_ref(&fast), &alone);
+        let both = simulate(size, PlannerConfig::default(), &[fast.clone(), slow.clone()], |_| {});
+        report("50 Mbit + 5 Mbit (300 ms startup)", size, &[fast, slow], &both);
+        assert!(both.finish <= alone.finish, "{:?} > {:?}", both.finish, alone.finish);
+        // The small file: the slow source's first 1 MiB piece would take ~2 s on its own.
+        let size = 4_000_000;
+        let fast = link(50.0 / 8.0, 20);
+        let slow = link(5.0 / 8.0, 300);
+        let alone = simulate(size, PlannerConfig::default(), std::slice::from_ref(&fast), |_| {});
+        let both = simulate(size, PlannerConfig::default(), &[fast.clone(), slow.clone()], |_| {});
+        report("4 MB, 50 Mbit + 5 Mbit (300 ms startup)", size, &[fast, slow], &both);
+        assert!(both.finish <= alone.finish, "{:?} > {:?}", both.finish, alone.finish);
+    }
+
+    #[test]
+    fn a_source_that_stalls_forever_is_detected_and_its_piece_reassigned() {
+        let size = 30_000_000;
+        let mut dead = link(2.5, 50);
+        dead.dies_at = Some(Duration::from_millis(3_300));
+        let links = [link(0.5, 50), dead, link(2.5, 50)];
+        let out = simulate(size, PlannerConfig::default(), &links, |_| {});
+        report(
+            "2.5 MB/s source stalls forever at 3.3 s (ideal: the 2 healthy ones)",
+            size,
+            &[links[0].clone(), links[2].clone()],
+            &out,
+        );
+        assert!(out.stalls >= 1, "the stall was never detected");
+        let healthy = [link(0.5, 50), link(2.5, 50)];
+        let sum: f64 = healthy.iter().map(|l| l.rate).sum();
+        assert!(out.finish.as_secs_f64() < 1.3 * size as f64 / sum + 10.0);
+    }
+
+    #[test]
+    fn a_removed_source_leaves_the_rest_to_finish() {
+        let size = 30_000_000;
+        let mut gone = link(2.5, 50);
+        gone.removed_at = Some(Duration::from_millis(2_500));
+        let links = [link(0.5, 50), gone, link(2.5, 50)];
+        let out = simulate(size, PlannerConfig::default(), &links, |_| {});
+        report(
+            "2.5 MB/s source removed at 2.5 s (ideal: the 2 others)",
+            size,
+            &[links[0].clone(), links[2].clone()],
+            &out,
+        );
+        assert!(out
+            .assignments
+            .iter()
+            .all(|(id, _)| *id != 1 || out.finish > Duration::from_millis(2_500)));
+    }
+
+    #[test]
+    fn resume_fetches_only_the_missing_ranges() {
+        let size = 20_000_000;
+        let have = [(0, 3_000_000), (5_000_000, 12_000_000), (19_000_000, 20_000_000)];
+        let links = [link(0.5, 50), link(2.5, 50)];
+        let out = simulate(size, PlannerConfig::default(), &links, |p| {
+            for (s, e) in have {
+                p.mark_done(s, e);
+            }
+        });
+        report("resume with 11 of 20 MB on disk", 9_000_000, &links, &out);
+        for (_, a) in &out.assignments {
+            assert!(
+                have.iter().all(|&(s, e)| a.end <= s || a.start >= e),
+                "{a:?} refetches done bytes"
+            );
+        }
+        assert!(
+            out.fetched >= 9_000_000 && out.fetched < 10_000_000,
+            "fetched {}",
+            out.fetched
+        );
+    }
+
+    #[test]
+    fn window_bounds_the_lookahead() {
+        let size = 40_000_000;
+        let cfg = PlannerConfig {
+            window: Some(8_000_000),
+            ..PlannerConfig::default()
+        };
+        let links = [link(0.5, 50), link(2.5, 50), link(2.5, 50)];
+        // `simulate` asserts every assignment ends within `delivered() + window`.
+        let out = simulate(size, cfg, &links, |_| {});
+        let ratio = report("window 8 MB", size, &links, &out);
+        assert!(ratio < 1.5, "finish is {ratio:.2}× the ideal");
+    }
+
+    #[test]
+    fn first_pieces_follow_prior_rates_and_later_ones_measured_rates() {
+        let cfg = PlannerConfig::default();
+        let mut p = Planner::new(100_000_000, cfg.clone());
+        p.add_source(0, None);
+        p.add_source(1, Some(4.0 * MB));
+        let now = Instant::now();
+        let Next::Fetch(a) = p.next(0, now) else { panic!() };
+        assert_eq!((a.start, a.len(), a.duplicate), (0, cfg.initial_piece, false));
+        let Next::Fetch(b) = p.next(1, now) else { panic!() };
+        assert_eq!((b.start, b.len()), (a.end, 6_000_000));
+        // Source 0 delivers 1 MB/s for a second.
+        for ms in 1..=10 {
+            p.progress(0, a.piece, ms * 100_000, now + Duration::from_millis(ms * 100));
+        }
+        let rate = p.rate(0).unwrap();
+        assert!((rate - MB).abs() < 1.0, "{rate}");
+        assert!(p.complete(0, a.piece, now + Duration::from_secs(1)).is_empty());
+        let Next::Fetch(c) = p.next(0, now + Duration::from_secs(1)) else {
+            panic!()
+        };
+        assert_eq!((c.start, c.len()), (b.end, 1_500_000));
+        assert_eq!(p.delivered(), cfg.initial_piece);
+    }
+
+    #[test]
+    fn duplicate_race_cancels_the_loser_and_stale_reports_are_ignored() {
+        let mut p = Planner::new(2_000_000, PlannerConfig::default());
+        let now = Instant::now();
+        p.add_source(0, Some(0.1 * MB));
+        p.add_source(1, Some(10.0 * MB));
+        let Next::Fetch(slow) = p.next(0, now) else { panic!() };
+        assert_eq!(slow.len(), 256 * 1024);
+        let Next::Fetch(fast) = p.next(1, now) else { panic!() };
+        assert_eq!((fast.start, fast.end), (slow.end, 2_000_000));
+        let t = now + Duration::from_millis(200);
+        p.progress(0, slow.piece, 20_000, t);
+        assert!(p.complete(1, fast.piece, t).is_empty());
+        let Next::Fetch(dup) = p.next(1, t) else { panic!() };
+        assert_eq!(
+            (dup.piece, dup.start, dup.end, dup.duplicate),
+            (slow.piece, 20_000, slow.end, true)
+        );
+        // A piece never gets a third holder.
+        p.add_source(2, Some(100.0 * MB));
+        assert_eq!(p.next(2, t), Next::Wait);
+        let cancels = p.complete(1, dup.piece, t + Duration::from_millis(50));
+        assert_eq!(
+            cancels,
+            [Cancel {
+                source: 0,
+                piece: slow.piece
+            }]
+        );
+        assert!(p.is_done());
+        assert_eq!(p.done_ranges(), [(0, 2_000_000)]);
+        // The loser's reports raced with the cancel.
+        assert!(p.progress(0, slow.piece, 30_000, t).is_empty());
+        assert!(p.complete(0, slow.piece, t).is_empty());
+        p.fail(0, slow.piece, t);
+        assert!(p.check_stalls(t + Duration::from_secs(100)).is_empty());
+        assert_eq!(p.next(0, t), Next::Done);
+    }
+
+    #[test]
+    fn failure_returns_the_unreceived_part() {
+        let mut p = Planner::new(10_000_000, PlannerConfig::default());
+        let now = Instant::now();
+        p.add_source(0, None);
+        let Next::Fetch(a) = p.next(0, now) else { panic!() };
+        p.progress(0, a.piece, 1000, now);
+        p.fail(0, a.piece, now);
+        assert_eq!(p.done_ranges(), [(0, 1000)]);
+        let Next::Fetch(b) = p.next(0, now) else { panic!() };
+        assert_eq!(b.start, 1000);
+        assert_eq!(
+            p.remove_source(0),
+            [Cancel {
+                source: 0,
+                piece: b.piece
+            }]
+        );
+        assert_eq!(p.next(0, now), Next::Wait);
+        p.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn completing_the_file_cancels_whatever_still_runs() {
+        let mut p = Planner::new(3_000_000, PlannerConfig::default());
+        let now = Instant::now();
+        p.add_source(0, None);
+        p.add_source(1, None);
+        let Next::Fetch(a) = p.next(0, now) else { panic!() };
+        let Next::Fetch(b) = p.next(1, now) else { panic!() };
+        p.mark_done(b.start, 3_000_000);
+        assert!(!p.is_done());
+        assert_eq!(
+            p.complete(0, a.piece, now),
+            [Cancel {
+                source: 1,
+                piece: b.piece
+            }]
+        );
+        assert!(p.is_done());
+        p.check_invariants().unwrap();
+    }
+
+    // ------------------------------------------------------------ range set vs a bitmap
+
+    proptest! {
+        #[test]
+        fn range_set_matches_a_bitmap(ops in proptest::collection::vec((any::<bool>(), 0u64..64, 0u64..64), 0..60)) {
+            let mut set = RangeSet::default();
+            let mut bits = [false; 64];
+            for (insert, a, b) in ops {
+                let (s, e) = (a.min(b), a.max(b));
+                prop_assert_eq!(set.overlaps(s, e), bits[s as usize..e as usize].iter().any(|&x| x));
+                let gaps: u64 = set.gaps(s, e).iter().map(|(s, e)| e - s).sum();
+                prop_assert_eq!(gaps, bits[s as usize..e as usize].iter().filter(|&&x| !x).count() as u64);
+                if insert { set.insert(s, e) } else { set.remove(s, e) }
+                bits[s as usize..e as usize].iter_mut().for_each(|x| *x = insert);
+                let mut expect = RangeSet::default();
+                for (i, _) in bits.iter().enumerate().filter(|(_, &x)| x) {
+                    expect.map.insert(i as u64, i as u64 + 1);
+                }
+                let merged: Vec<(u64, u64)> = set.iter().collect();
+                prop_assert!(merged.windows(2).all(|w| w[0].1 < w[1].0), "not merged: {:?}", merged);
+                prop_assert_eq!(set.len(), bits.iter().filter(|&&x| x).count() as u64);
+                for (s, e) in merged {
+                    prop_assert!(bits[s as usize..e as usize].iter().all(|&x| x));
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ operation sequences
+
+    const SOURCES: SourceId = 4;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(SourceId, Option<u32>),
+        Remove(SourceId),
+        Next(SourceId),
+        /// Received bytes grow by this many 1/256ths of what is left.
+        Progress(SourceId, u8),
+        Complete(SourceId),
+        Fail(SourceId),
+        /// A report for a piece the source does not hold (it raced with a cancel).
+        Stale(SourceId, PieceId, u8),
+        Advance(u16),
+        CheckStalls,
+        MarkDone(u16, u16),
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        let id = 0..SOURCES;
+        prop_oneof![
+            2 => (id.clone(), proptest::option::of(1u32..10_000_000)).prop_map(|(i, r)| Op::Add(i, r)),
+            1 => id.clone().prop_map(Op::Remove),
+            6 => id.clone().prop_map(Op::Next),
+            6 => (id.clone(), any::<u8>()).prop_map(|(i, f)| Op::Progress(i, f)),
+            3 => id.clone().prop_map(Op::Complete),
+            1 => id.clone().prop_map(Op::Fail),
+            1 => (id.clone(), 0u64..20, 0u8..3).prop_map(|(i, p, k)| Op::Stale(i, p, k)),
+            4 => (1u16..3000).prop_map(Op::Advance),
+            2 => Just(Op::CheckStalls),
+            1 => (any::<u16>(), any::<u16>()).prop_map(|(a, b)| Op::MarkDone(a, b)),
+        ]
+    }
+
+    /// The engine as the tests see it: what each source holds and which bytes were really
+    /// received, to check the planner against.
+    struct Model {
+        planner: Planner,
+        size: u64,
+        window: Option<u64>,
+        base: Instant,
+        t: Duration,
+        added: BTreeSet<SourceId>,
+        held: BTreeMap<SourceId, (Assignment, u64)>,
+        received: RangeSet,
+        delivered: u64,
+    }
+
+    impl Model {
+        fn new(size: u64, window: Option<u64>) -> Model {
+            let cfg = PlannerConfig {
+                min_piece: 1_000,
+                initial_piece: 4_000,
+                max_piece: 50_000,
+                window,
+                ..PlannerConfig::default()
+            };
+            Model {
+                planner: Planner::new(size, cfg),
+                size,
+                window,
+                base: Instant::now(),
+                t: Duration::ZERO,
+                added: BTreeSet::new(),
+                held: BTreeMap::new(),
+                received: RangeSet::default(),
+                delivered: 0,
+            }
+        }
+
+        fn now(&self) -> Instant {
+            self.base + self.t
+        }
+
+        fn cancelled(&mut self, cancels: Vec<Cancel>) {
+            for c in cancels {
+                let held = self.held.remove(&c.source).map(|(a, _)| a.piece);
+                assert_eq!(held, Some(c.piece), "cancel {c:?} of nothing held");
+            }
+        }
+
+        fn apply(&mut self, op: &Op) {
+            let now = self.now();
+            match *op {
+                Op::Add(id, prior) => {
+                    self.planner.add_source(id, prior.map(f64::from));
+                    self.added.insert(id);
+                }
+                Op::Remove(id) => {
+                    let cancels = self.planner.remove_source(id);
+                    let held = self.held.remove(&id).map(|(a, _)| a.piece);
+                    assert_eq!(
+                        cancels.iter().map(|c| (c.source, c.piece)).collect::<Vec<_>>(),
+                        held.map(|p| (id, p)).into_iter().collect::<Vec<_>>()
+                    );
+                    self.added.remove(&id);
+                }
+                Op::Next(id) => {
+                    let limit = self
+                        .window
+                        .map_or(self.size, |w| self.planner.delivered().saturating_add(w));
+                    self.held.remove(&id);
+                    match self.planner.next(id, now) {
+                        Next::Fetch(a) => {
+                            assert!(self.added.contains(&id), "work for unknown source {id}");
+                            assert!(
+                                a.start < a.end && a.end <= self.size && a.end <= limit,
+                                "{a:?} limit {limit}"
+                            );
+                            let holders = self.held.values().filter(|(h, _)| h.piece == a.piece).count();
+                            assert!(holders < MAX_HOLDERS, "third holder for {a:?}");
+                            assert_eq!(a.duplicate, holders == 1);
+                            self.held.insert(id, (a, 0));
+                        }
+                        Next::Done => assert!(self.planner.is_done()),
+                        Next::Wait => assert!(!self.planner.is_done()),
+                    }
+                }
+                Op::Progress(id, fraction) => {
+                    let Some((a, received)) = self.held.get(&id).copied() else {
+                        return;
+                    };
+                    let new = received + (a.len() - received) * u64::from(fraction) / 256;
+                    self.received.insert(a.start, a.start + new);
+                    self.held.insert(id, (a, new));
+                    let cancels = self.planner.progress(id, a.piece, new, now);
+                    if new == a.len() {
+                        self.held.remove(&id);
+                    }
+                    self.cancelled(cancels);
+                }
+                Op::Complete(id) => {
+                    let Some((a, _)) = self.held.remove(&id) else { return };
+                    self.received.insert(a.start, a.end);
+                    let cancels = self.planner.complete(id, a.piece, now);
+                    self.cancelled(cancels);
+                }
+                Op::Fail(id) => {
+                    if let Some((a, _)) = self.held.remove(&id) {
+                        self.planner.fail(id, a.piece, now);
+                    }
+                }
+                Op::Stale(id, piece, kind) => {
+                    if self.held.get(&id).is_some_and(|(a, _)| a.piece == piece) {
+                        return;
+                    }
+                    match kind {
+                        0 => assert!(self.planner.progress(id, piece, u64::MAX, now).is_empty()),
+                        1 => assert!(self.planner.complete(id, piece, now).is_empty()),
+                        _ => self.planner.fail(id, piece, now),
+                    }
+                }
+                Op::Advance(ms) => self.t += Duration::from_millis(u64::from(ms)),
+                Op::CheckStalls => {
+                    let cancels = self.planner.check_stalls(now);
+                    self.cancelled(cancels);
+                }
+                Op::MarkDone(a, b) => {
+                    let (s, e) = (
+                        self.size * u64::from(a.min(b)) / 65535,
+                        self.size * u64::from(a.max(b)) / 65535,
+                    );
+                    self.received.insert(s, e);
+                    self.planner.mark_done(s, e);
+                }
+            }
+            self.check();
+        }
+
+        fn check(&mut self) {
+            let p = &self.planner;
+            if let Err(e) = p.check_invariants() {
+                panic!("{e}");
+            }
+            assert!(p.delivered() >= self.delivered, "delivered went backwards");
+            self.delivered = p.delivered();
+            for (s, e) in p.done_ranges() {
+                assert!(
+                    self.received.gaps(s, e).is_empty(),
+                    "{s}..{e} is done but was never received"
+                );
+            }
+            for (a, _) in self.held.values() {
+                assert!(self.held.values().filter(|(h, _)| h.piece == a.piece).count() <= MAX_HOLDERS);
+            }
+            if p.is_done() {
+                assert_eq!(self.received.gaps(0, self.size), []);
+            }
+        }
+
+        /// A well-behaved engine: every source completes what it is given. Must finish.
+        fn drive_to_completion(&mut self) {
+            if self.added.is_empty() {
+                self.apply(&Op::Add(0, None));
+            }
+            let ids: Vec<SourceId> = self.added.iter().copied().collect();
+            for _ in 0..100_000 {
+                if self.planner.is_done() {
+                    return;
+                }
+                self.apply(&Op::Advance(10));
+                for &id in &ids {
+                    if self.held.contains_key(&id) {
+                        self.apply(&Op::Complete(id));
+                    } else {
+                        self.apply(&Op::Next(id));
+                    }
+                }
+            }
+            panic!("no progress: {:?}", self.planner);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn random_operations_keep_every_invariant(
+            size in prop_oneof![1u64..100, 1u64..200_000],
+            window in proptest::option::of(1u64..60_000),
+            ops in proptest::collection::vec(arb_op(), 0..120),
+        ) {
+            let mut model = Model::new(size, window);
+            for op in &ops {
+                model.apply(op);
+            }
+            model.drive_to_completion();
+            prop_assert!(model.planner.is_done());
+            prop_assert_eq!(model.planner.done_ranges(), vec![(0, size)]);
+        }
+    }
+}

@@ -40,10 +40,10 @@ pub fn render(v: &serde_json::Value) -> String {
         out,
         "node   proxy {}  up {}s  clients open {}  total {}  refused {}",
         n["listen"].as_str().unwrap_or("?"),
-        n["uptime_secs"].to_string(),
-        n["clients_open"].to_string(),
-        n["clients_total"].to_string(),
-        n["clients_refused"].to_string()
+        n["uptime_secs"],
+        n["clients_open"],
+        n["clients_total"],
+        n["clients_refused"]
     );
     let _ = writeln!(
         out,
@@ -76,7 +76,7 @@ pub fn render(v: &serde_json::Value) -> String {
     }
     let peers = v["peers"].as_array().cloned().unwrap_or_default();
     if !peers.is_empty() {
-        let _ = writeln!(out, "{:<22} {:<14} {:<11} {}", "PEER", "NAME", "STATE", "UPLINKS / LAST ERROR");
+        let _ = writeln!(out, "{:<22} {:<14} {:<11} UPLINKS / LAST ERROR", "PEER", "NAME", "STATE");
         for p in &peers {
             let uplinks: Vec<&str> = p["uplinks"].as_array().into_iter().flatten().filter_map(|u| u.as_str()).collect();
             let detail = if uplinks.is_empty() { p["last_error"].as_str().unwrap_or("-").to_string() } else { uplinks.join(", ") };

@@ -25,6 +25,10 @@ pub trait Connector: Send + Sync {
     fn sources(&self) -> Vec<String>;
     /// A TCP connection (or equivalent) to `host:port` through source `source`.
     fn connect<'a>(&'a self, source: usize, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Box<dyn Stream>>>;
+    /// What the source is believed to deliver (bytes/s), to size its first piece.
+    fn prior_rate(&self, _source: usize) -> Option<f64> {
+        None
+    }
 }
 
 /// Connections through a node's own sources, opened with [`dial`].
@@ -52,9 +56,17 @@ impl Connector for NodeConnector {
         self.sources.iter().map(|s| s.name.clone()).collect()
     }
 
+    fn prior_rate(&self, source: usize) -> Option<f64> {
+        let v = self.sources.get(source)?.view();
+        v.capacity_known.then_some(v.capacity)
+    }
+
     fn connect<'a>(&'a self, source: usize, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Box<dyn Stream>>> {
         Box::pin(async move {
-            let src = self.sources.get(source).ok_or_else(|| io::Error::other("no such source"))?;
+            let src = self
+                .sources
+                .get(source)
+                .ok_or_else(|| io::Error::other("no such source"))?;
             let target = Target::new(host, port);
             match dial(&self.node, src, &target, &self.node.dial_opts, |_| true).await {
                 Ok(conn) => {
@@ -86,12 +98,19 @@ impl Connector for ProxyConnector {
 
     fn connect<'a>(&'a self, source: usize, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Box<dyn Stream>>> {
         Box::pin(async move {
-            let name = self.sources.get(source).ok_or_else(|| io::Error::other("no such source"))?;
+            let name = self
+                .sources
+                .get(source)
+                .ok_or_else(|| io::Error::other("no such source"))?;
             let mut s = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&self.proxy))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting to the node's proxy timed out"))??;
             s.set_nodelay(true)?;
-            let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+            let authority = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
             let req = format!(
                 "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{}: {name}\r\n\r\n",
                 crate::http_proxy::PIN_HEADER
@@ -103,17 +122,26 @@ impl Connector for ProxyConnector {
                     // Read byte by byte-ish: nothing may be consumed past the head.
                     let mut b = [0u8; 1];
                     if s.read(&mut b).await? == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the node's proxy closed the connection"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the node's proxy closed the connection",
+                        ));
                     }
                     buf.push(b[0]);
                     if buf.ends_with(b"\r\n\r\n") {
                         return match ResponseHead::decode(&buf, MAX_HEAD) {
                             Ok(Some((h, _))) => Ok(h),
-                            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "bad answer from the node's proxy")),
+                            _ => Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "bad answer from the node's proxy",
+                            )),
                         };
                     }
                     if buf.len() > MAX_HEAD {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "answer from the node's proxy too large"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "answer from the node's proxy too large",
+                        ));
                     }
                 }
             })
@@ -140,7 +168,9 @@ pub fn tls_config(cacert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Fe
         let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
         let mut n = 0;
         for cert in certs {
-            roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
             n += 1;
         }
         if n == 0 {
@@ -158,7 +188,11 @@ pub fn tls_config(cacert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Fe
 }
 
 /// Runs the TLS handshake for `host` over `io`.
-pub async fn tls_wrap(config: &Arc<rustls::ClientConfig>, host: &str, io: Box<dyn Stream>) -> Result<Box<dyn Stream>, FetchError> {
+pub async fn tls_wrap(
+    config: &Arc<rustls::ClientConfig>,
+    host: &str,
+    io: Box<dyn Stream>,
+) -> Result<Box<dyn Stream>, FetchError> {
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|_| FetchError::Tls(format!("`{host}` is not a valid TLS server name")))?;
     let connector = tokio_rustls::TlsConnector::from(config.clone());

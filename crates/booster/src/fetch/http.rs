@@ -37,7 +37,11 @@ impl Url {
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
-            other => return Err(FetchError::Usage(format!("unsupported URL scheme `{other}` (http or https)"))),
+            other => {
+                return Err(FetchError::Usage(format!(
+                    "unsupported URL scheme `{other}` (http or https)"
+                )))
+            }
         };
         let rest = rest.split('#').next().unwrap_or("");
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -59,7 +63,14 @@ impl Url {
             (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), if p.is_empty() { default_port } else { p.parse().map_err(|_| bad("bad port"))? }),
+                Some((h, p)) => (
+                    h.to_string(),
+                    if p.is_empty() {
+                        default_port
+                    } else {
+                        p.parse().map_err(|_| bad("bad port"))?
+                    },
+                ),
                 None => (authority.to_string(), default_port),
             }
         };
@@ -69,8 +80,21 @@ impl Url {
         if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
             return Err(bad("spaces in the path must be percent-encoded"));
         }
-        let path = if path.starts_with('?') || path.is_empty() { format!("/{path}") } else { path.to_string() };
-        Ok(Url { scheme, host: host.to_ascii_lowercase(), port, path })
+        let path = if path.starts_with('?') || path.is_empty() {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        Ok(Url {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+            path,
+        })
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::Https
     }
 
     pub fn default_port(&self) -> u16 {
@@ -82,7 +106,11 @@ impl Url {
 
     /// The `Host` header value.
     pub fn host_header(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.port == self.default_port() {
             host
         } else {
@@ -166,22 +194,38 @@ pub fn content_range(head: &ResponseHead) -> Option<(u64, u64, u64)> {
     let rest = v.strip_prefix("bytes")?.trim_start();
     let (range, size) = rest.split_once('/')?;
     let (a, b) = range.trim().split_once('-')?;
-    let (a, b, size): (u64, u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?, size.trim().parse().ok()?);
+    let (a, b, size): (u64, u64, u64) = (
+        a.trim().parse().ok()?,
+        b.trim().parse().ok()?,
+        size.trim().parse().ok()?,
+    );
     (a <= b && b < size).then_some((a, b, size))
 }
 
 /// The size in `Content-Range: bytes */SIZE` (a 416 answer).
 pub fn unsatisfied_size(head: &ResponseHead) -> Option<u64> {
     let v = std::str::from_utf8(head.header("content-range")?).ok()?.trim();
-    v.strip_prefix("bytes")?.trim_start().strip_prefix("*/")?.trim().parse().ok()
+    v.strip_prefix("bytes")?
+        .trim_start()
+        .strip_prefix("*/")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 pub fn header_str(head: &ResponseHead, name: &str) -> Option<String> {
-    head.header(name).and_then(|v| std::str::from_utf8(v).ok()).map(|s| s.trim().to_string())
+    head.header(name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|s| s.trim().to_string())
 }
 
 /// A request head for a `GET`.
-pub fn get_request(url: &Url, range: Option<(u64, u64)>, if_range: Option<&str>, extra: &[(String, String)]) -> Vec<u8> {
+pub fn get_request(
+    url: &Url,
+    range: Option<(u64, u64)>,
+    if_range: Option<&str>,
+    extra: &[(String, String)],
+) -> Vec<u8> {
     let mut out = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: booster/{}\r\nAccept: */*\r\nAccept-Encoding: identity\r\n",
         url.path,
@@ -245,7 +289,13 @@ fn eof(what: &str) -> io::Error {
 
 impl Conn {
     pub fn new(io: Box<dyn Stream>, origin: Url) -> Conn {
-        Conn { io, buf: Vec::with_capacity(READ_CHUNK), pos: 0, origin, reusable: true }
+        Conn {
+            io,
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            origin,
+            reusable: true,
+        }
     }
 
     fn buffered(&self) -> &[u8] {
@@ -298,12 +348,16 @@ impl Conn {
                 }
             }
         };
-        tokio::time::timeout(timeout, fut).await.map_err(|_| FetchError::Timeout("response head"))?
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| FetchError::Timeout("response head"))?
     }
 
     /// The body of a response to a `GET`.
     pub fn body_of(&mut self, head: &ResponseHead) -> Result<Body, FetchError> {
-        let framing = head.body_framing("GET").map_err(|e| FetchError::Protocol(format!("bad body framing: {e}")))?;
+        let framing = head
+            .body_framing("GET")
+            .map_err(|e| FetchError::Protocol(format!("bad body framing: {e}")))?;
         if framing == BodyFraming::UntilClose {
             self.reusable = false;
         }
@@ -356,7 +410,11 @@ impl Conn {
                     let size = line.split(';').next().unwrap_or("").trim();
                     let size = u64::from_str_radix(size, 16)
                         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-                    *body = if size == 0 { Body::Trailers } else { Body::ChunkData(size) };
+                    *body = if size == 0 {
+                        Body::Trailers
+                    } else {
+                        Body::ChunkData(size)
+                    };
                 }
                 Body::ChunkEnd => {
                     if !self.read_line().await?.is_empty() {
@@ -416,7 +474,10 @@ mod tests {
     #[test]
     fn urls_parse_and_join() {
         let u = Url::parse("http://Example.com:8080/a/b.iso?x=1#frag").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("example.com", 8080, "/a/b.iso?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("example.com", 8080, "/a/b.iso?x=1")
+        );
         assert_eq!(u.file_name(), "b.iso");
         assert_eq!(u.join("c.bin").unwrap().to_string(), "http://example.com:8080/a/c.bin");
         assert_eq!(u.join("/z").unwrap().to_string(), "http://example.com:8080/z");

@@ -21,8 +21,38 @@ use tokio::{
 /// bytes are identical, and the ordered sink emits each offset once.
 #[derive(Clone)]
 pub enum Sink {
-    File(Arc<File>),
+    File(Arc<FileSink>),
     Ordered(mpsc::Sender<(u64, Vec<u8>)>),
+}
+
+/// A file written at offsets from blocking tasks. Once [`FileSink::close`] returns, no write
+/// lands any more: a write still running for an aborted worker of an earlier attempt must not
+/// put old bytes into the restarted file.
+pub struct FileSink {
+    pub file: File,
+    closed: std::sync::RwLock<bool>,
+}
+
+impl FileSink {
+    pub fn new(file: File) -> FileSink {
+        FileSink {
+            file,
+            closed: std::sync::RwLock::new(false),
+        }
+    }
+
+    /// Waits for writes in progress, then refuses new ones.
+    pub fn close(&self) {
+        *self.closed.write().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let closed = self.closed.read().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Err(io::Error::other("output closed"));
+        }
+        self.file.write_all_at(data, offset)
+    }
 }
 
 impl Sink {
@@ -31,13 +61,15 @@ impl Sink {
         match self {
             Sink::File(f) => {
                 let f = f.clone();
-                tokio::task::spawn_blocking(move || f.write_all_at(&data, offset).map(|()| data))
+                tokio::task::spawn_blocking(move || f.write_at(&data, offset).map(|()| data))
                     .await
                     .map_err(io::Error::other)?
             }
             Sink::Ordered(tx) => {
                 let cap = data.capacity();
-                tx.send((offset, data)).await.map_err(|_| io::Error::other("output closed"))?;
+                tx.send((offset, data))
+                    .await
+                    .map_err(|_| io::Error::other("output closed"))?;
                 Ok(Vec::with_capacity(cap))
             }
         }
@@ -92,7 +124,10 @@ pub async fn ordered_writer<W: AsyncWrite + Unpin>(
         }
     }
     out.flush().await?;
-    Ok(OrderedDone { written: next, sha256: hex::encode(hasher.finalize()) })
+    Ok(OrderedDone {
+        written: next,
+        sha256: hex::encode(hasher.finalize()),
+    })
 }
 
 /// `FILE.part` and `FILE.part.state` for a final `FILE`.
