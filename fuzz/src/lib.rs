@@ -220,7 +220,13 @@ pub fn range_planner(data: &[u8]) {
         0 => None,
         w => Some(u64::from(w) * 512),
     };
-    let cfg = PlannerConfig { min_piece: 512, initial_piece: 2048, max_piece: 16384, window, ..Default::default() };
+    let cfg = PlannerConfig {
+        min_piece: 512,
+        initial_piece: 2048,
+        max_piece: 16384,
+        window,
+        ..Default::default()
+    };
     let mut model = RangeModel::new(size, window, Planner::new(size, cfg));
     while let Some(op) = byte() {
         let id = usize::from(op >> 4) % 4;
@@ -319,16 +325,24 @@ impl RangeModel {
             1 => {
                 let cancels = self.planner.remove_source(id);
                 let held = self.held[id].take().map(|(a, _)| (id, a.piece));
-                assert_eq!(cancels.iter().map(|c| (c.source, c.piece)).collect::<Vec<_>>(), Vec::from_iter(held));
+                assert_eq!(
+                    cancels.iter().map(|c| (c.source, c.piece)).collect::<Vec<_>>(),
+                    Vec::from_iter(held)
+                );
                 self.added.retain(|&a| a != id);
             }
             OP_NEXT => {
-                let limit = self.window.map_or(self.size, |w| self.planner.delivered().saturating_add(w));
+                let limit = self
+                    .window
+                    .map_or(self.size, |w| self.planner.delivered().saturating_add(w));
                 self.held[id] = None;
                 match self.planner.next(id, now) {
                     Next::Fetch(a) => {
                         assert!(self.added.contains(&id), "work for unknown source {id}");
-                        assert!(a.start < a.end && a.end <= self.size && a.end <= limit, "{a:?}, limit {limit}");
+                        assert!(
+                            a.start < a.end && a.end <= self.size && a.end <= limit,
+                            "{a:?}, limit {limit}"
+                        );
                         let holders = self.held.iter().flatten().filter(|(h, _)| h.piece == a.piece).count();
                         assert!(holders < 2, "third holder for {a:?}");
                         assert_eq!(a.duplicate, holders == 1);

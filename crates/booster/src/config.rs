@@ -216,16 +216,28 @@ pub fn peer_addr(s: &str) -> Result<String, String> {
     Ok(with_port)
 }
 
+/// The short host name (up to the first dot), made into a valid node name.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "booster".into())
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let short: String = raw
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .take(63)
+        .collect();
+    if short.is_empty() {
+        "booster".into()
+    } else {
+        short
+    }
 }
 
+/// Node names travel in peer frames and mDNS instance names: 1 to 63 of `[A-Za-z0-9_-]`.
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !n.is_empty() && n.len() <= 63 && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
 /// Resolved proxy credentials.
@@ -429,15 +441,17 @@ impl Config {
         }
         let name = flags.name.or(file.name).unwrap_or_else(hostname);
         if !valid_name(&name) {
-            return Err(invalid(format!("name `{name}`: use 1 to 64 letters, digits, '-', '_' or '.'")));
+            return Err(invalid(format!("name `{name}`: use 1 to 63 letters, digits, '-' or '_'")));
         }
         let peer_listen = match flags.peer_listen.or(file.peer_listen).as_deref() {
             Some("off") => None,
             Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| invalid(format!("peer_listen `{a}` is not ip:port or \"off\"")))?),
             None => Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PEER_PORT))),
         };
-        // Without a secret nobody can be authenticated, so the peer port stays closed.
-        let peer_listen = peer_listen.filter(|_| secret.is_some());
+        // Without a secret nobody can be authenticated, so the peer port stays closed; it also
+        // stays closed when this node lends nothing (it only serves borrowers).
+        let lends = file.lend.as_ref().and_then(|l| l.enabled).unwrap_or(true);
+        let peer_listen = peer_listen.filter(|_| secret.is_some() && lends);
         let peers = file
             .peer
             .iter()

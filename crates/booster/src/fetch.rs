@@ -554,7 +554,9 @@ async fn finish_file(part: &std::path::Path, mut o: Outcome) -> Result<Outcome, 
         });
     }
     o.size = len;
-    o.sha256 = sink::hash_file(part).await?;
+    if o.sha256.is_empty() {
+        o.sha256 = sink::hash_file(part).await?;
+    }
     Ok(o)
 }
 
@@ -655,6 +657,15 @@ async fn attempt_inner(ctx: &Ctx, url: &Url, out: &Out, resume: bool) -> Result<
                         header_str(&p.head, "last-modified").as_deref(),
                     )
                 });
+                // File: hash what is done while the rest downloads.
+                let (delivered, hasher) = match out {
+                    Out::File { file, .. } => {
+                        let (tx, rx) = tokio::sync::watch::channel(0);
+                        let h = tokio::spawn(sink::follow_hash(file.clone(), rx, size));
+                        (Some(tx), Some(tokio_util::task::AbortOnDropHandle::new(h)))
+                    }
+                    Out::Stream { .. } => (None, None),
+                };
                 let job = engine::Job {
                     url: p.url.clone(),
                     validator,
@@ -663,9 +674,14 @@ async fn attempt_inner(ctx: &Ctx, url: &Url, out: &Out, resume: bool) -> Result<
                     planner,
                     first: (p.source, first, range),
                     state,
+                    delivered,
                 };
                 engine::run(ctx, job).await?;
-                return Ok(outcome(size, resumed, true, &p.url));
+                let mut o = outcome(size, resumed, true, &p.url);
+                if let Some(h) = hasher {
+                    o.sha256 = h.await.map_err(io::Error::other)??;
+                }
+                return Ok(o);
             }
             200 if validator.is_some() => {
                 // Sent If-Range and got the whole entity: it changed (or ranges are no longer

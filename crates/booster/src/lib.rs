@@ -1,4 +1,4 @@
-//! booster: joins several uplinks (local interfaces, later peers' uplinks) into one fast
+//! booster: joins several uplinks (local interfaces and peers' uplinks) into one fast
 //! connection, behind one SOCKS5 + HTTP proxy port.
 //!
 //! Reading order (see `docs/internals.md` for the glossary and data flow):

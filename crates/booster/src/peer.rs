@@ -70,6 +70,10 @@ pub struct PeerState {
     pub uplinks: Vec<String>,
     #[serde(skip)]
     pub cancel: CancellationToken,
+    /// Cancelled when the current control session ends: streams through the peer stop at once
+    /// instead of hanging until their idle timeout.
+    #[serde(skip)]
+    pub session: CancellationToken,
 }
 
 /// Starts borrowing from the peer at `addr` (host:port). Idempotent.
@@ -85,7 +89,17 @@ pub fn connect(node: &Arc<Node>, addr: String) -> Result<(), String> {
         }
         peers.insert(
             addr.clone(),
-            PeerState { addr: addr.clone(), name: None, state: "connecting", key: None, last_error: None, last_seen: None, uplinks: vec![], cancel: cancel.clone() },
+            PeerState {
+                addr: addr.clone(),
+                name: None,
+                state: "connecting",
+                key: None,
+                last_error: None,
+                last_seen: None,
+                uplinks: vec![],
+                cancel: cancel.clone(),
+                session: CancellationToken::new(),
+            },
         );
     }
     let node2 = node.clone();
@@ -153,6 +167,8 @@ async fn link_loop(node: Arc<Node>, addr: String, cancel: CancellationToken) {
         update(&node, &addr, |p| {
             p.state = "down";
             p.last_error = Some(reason.clone());
+            p.uplinks.clear();
+            p.session.cancel();
         });
         if started.elapsed() > Duration::from_secs(10) {
             backoff = BACKOFF_MIN;
@@ -201,6 +217,7 @@ async fn control_session(node: &Arc<Node>, addr: &str) -> Result<(), String> {
     }
     tracing::info!(peer = %addr, %name, "peer link up");
     update(node, addr, |p| {
+        p.session = CancellationToken::new();
         p.name = Some(name.clone());
         p.state = "up";
         p.key = Some(hex(&remote.static_key));
@@ -343,23 +360,36 @@ pub async fn open(
         Ok(other) => return Err(DialError::Io(std::io::Error::other(format!("peer answered {other:?}")))),
         Err(e) => return Err(DialError::Io(std::io::Error::other(format!("bad frame from the peer: {e}")))),
     };
-    Ok((pump(node, ch), bound))
+    let session = node
+        .peers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(addr)
+        .map(|p| p.session.clone())
+        .unwrap_or_default();
+    Ok((pump(node, ch, session), bound))
 }
 
 /// Joins an encrypted stream channel to a local byte stream: Data frames one way, plain bytes
 /// the other; `Fin` and end of stream cross as half-closes.
-pub fn pump<S>(node: &Node, ch: NoiseStream<S>) -> tokio::io::DuplexStream
+pub fn pump<S>(node: &Node, ch: NoiseStream<S>, session: CancellationToken) -> tokio::io::DuplexStream
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (near, far) = tokio::io::duplex(STREAM_PIPE);
     let (mut far_rd, mut far_wr) = tokio::io::split(far);
     let (mut ch_rd, mut ch_wr) = ch.split();
+    let up_session = session.clone();
     node.tasks.spawn(async move {
+        let session = up_session;
         let mut buf = vec![0u8; MAX_DATA];
         let mut out = Vec::with_capacity(MAX_DATA + 2);
         loop {
-            match far_rd.read(&mut buf).await {
+            let read = tokio::select! {
+                _ = session.cancelled() => return,
+                r = far_rd.read(&mut buf) => r,
+            };
+            match read {
                 Ok(0) => {
                     let _ = ch_wr.send(&encode(&Frame::Fin)).await;
                     return;
@@ -381,9 +411,12 @@ where
     });
     node.tasks.spawn(async move {
         loop {
-            let msg = match ch_rd.recv().await {
-                Ok(Some(m)) => m,
-                _ => break,
+            let msg = tokio::select! {
+                _ = session.cancelled() => break,
+                r = ch_rd.recv() => match r {
+                    Ok(Some(m)) => m,
+                    _ => break,
+                },
             };
             match Frame::decode(msg) {
                 Ok(Frame::Data(d)) => {

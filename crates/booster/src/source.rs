@@ -1,5 +1,5 @@
 //! Sources: anything the balancer can send a connection through. Today a local uplink (an
-//! interface) or an emulated uplink (the demo and tests); peers' uplinks join them later.
+//! interface), an emulated uplink (the demo and tests), or an uplink a peer lends (`peer/uplink`).
 //!
 //! A source owns its live counters. They are atomics updated by the data path and read by the
 //! balancer, the API and the usage store: one copy of the truth.
@@ -76,7 +76,8 @@ struct Dynamics {
 pub struct Remote {
     /// Connections through the uplink at the peer, from every user (us included).
     pub open: u64,
-    /// Bytes the peer will still lend this month (`u64::MAX`: no cap).
+    /// Bytes the peer will still lend this month (`u64::MAX`: no cap; `null` in JSON).
+    #[serde(serialize_with = "cap_json")]
     pub cap_left: u64,
     /// The peer's rate limit for lending, bytes per second (0: none).
     pub max_rate: f64,
@@ -109,6 +110,14 @@ pub struct Source {
     /// The source is listed but must not get new work (interface vanished, node draining).
     pub retired: AtomicBool,
     dynamics: Mutex<Dynamics>,
+}
+
+fn cap_json<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    if *v == u64::MAX {
+        s.serialize_none()
+    } else {
+        s.serialize_some(v)
+    }
 }
 
 /// Capacity assumed for a source nobody told us about, until traffic measures it.

@@ -4,7 +4,8 @@
 //! source's uplink. Replies come back with the header naming who sent them.
 //!
 //! The association lives as long as the client's TCP control connection. Fragmented datagrams
-//! (FRAG ≠ 0) are dropped, as the RFC allows.
+//! (FRAG ≠ 0) are dropped, as the RFC allows. Datagrams use local uplinks only: peers lend
+//! streams, not UDP.
 
 use crate::{
     balancer,
@@ -88,7 +89,10 @@ pub async fn associate(
                 else {
                     continue;
                 };
-                let Some(s) = ranked.first().cloned() else { continue };
+                // Datagrams leave through a local uplink: the peer channel carries streams only.
+                let Some(s) = ranked.into_iter().find(|s| !matches!(s.kind, SourceKind::Peer { .. })) else {
+                    continue;
+                };
                 if route.len() >= MAX_DESTINATIONS {
                     route.clear();
                 }

@@ -556,3 +556,43 @@ async fn binary_resumes_after_kill_9() {
     assert!(second < size, "second run fetched {second} of {size} bytes");
     assert_eq!(file_sha(&f), sha256_hex(size, size));
 }
+
+/// Not a pass/fail test: prints booster get's rate against the measured link sum (each link
+/// alone, all at once, one plain GET each). `cargo test --release --test get -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_vs_link_sum() {
+    let o = origin(Faults::default());
+    let size = 24_000_000u64;
+    let links = links();
+    let alone = futures::future::join_all(links.iter().map(|l| {
+        let (l, addr) = (l.clone(), o.local_addr());
+        async move {
+            let t = Instant::now();
+            let s = l.connect(addr).await.unwrap();
+            let n = booster::client::get_count(s, &addr.to_string(), &format!("/file/{}", size / 2), None)
+                .await
+                .unwrap();
+            n as f64 / t.elapsed().as_secs_f64()
+        }
+    }))
+    .await;
+    let sum: f64 = alone.iter().sum();
+    let dir = tempfile::tempdir().unwrap();
+    let links = self::links();
+    let got = get_file(&file_url(&o, size), &dir.path().join("f"), None, connector(&links))
+        .await
+        .unwrap();
+    let rate = size as f64 / got.elapsed.as_secs_f64();
+    eprintln!(
+        "link sum {:.2} MB/s (each alone: {}); booster get {:.2} MB/s = {:.0}% of the link sum",
+        sum / 1e6,
+        alone
+            .iter()
+            .map(|r| format!("{:.2}", r / 1e6))
+            .collect::<Vec<_>>()
+            .join(", "),
+        rate / 1e6,
+        rate / sum * 100.0
+    );
+}

@@ -348,13 +348,8 @@ fn read_loop(mut tun: File, control: &DelayControl, shared: &Shared, node_net: (
         }
         let dir = classify(&buf[..n], node_net);
         let jitter = control.jitter_us.load(Ordering::Relaxed);
-        let extra = if jitter > 0 {
-            rng.random_range(0..=jitter)
-        } else {
-            0
-        };
-        let delay =
-            Duration::from_micros(control.delay_us[dir as usize].load(Ordering::Relaxed) + extra);
+        let extra = if jitter > 0 { rng.random_range(0..=jitter) } else { 0 };
+        let delay = Duration::from_micros(control.delay_us[dir as usize].load(Ordering::Relaxed) + extra);
         let now = Instant::now();
         let limit = control.queue_limit.load(Ordering::Relaxed);
         let mut queues = shared.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -440,15 +435,9 @@ mod sys {
     /// header) in the calling thread's network namespace. The device lives as long as the fd.
     pub fn open_tun(name: &str) -> io::Result<OwnedFd> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "bad interface name",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun")?;
+        let file = OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
             flags: 0,
@@ -521,10 +510,7 @@ mod tests {
 
     #[test]
     fn queue_limit_has_a_floor_and_grows_with_bdp() {
-        assert_eq!(
-            queue_limit(1_000_000, Duration::from_millis(10), 0),
-            MIN_QUEUE_BYTES
-        );
+        assert_eq!(queue_limit(1_000_000, Duration::from_millis(10), 0), MIN_QUEUE_BYTES);
         let big = queue_limit(50_000_000, Duration::from_millis(300), 1 << 20);
         assert!(big > 4 * (1 << 20));
     }

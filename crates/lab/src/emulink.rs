@@ -212,15 +212,11 @@ impl EmuLink {
     }
 
     pub fn set_rtt(&self, rtt: Duration) {
-        self.shared
-            .rtt_ns
-            .store(rtt.as_nanos() as u64, Ordering::Relaxed);
+        self.shared.rtt_ns.store(rtt.as_nanos() as u64, Ordering::Relaxed);
     }
 
     pub fn set_jitter(&self, jitter: Duration) {
-        self.shared
-            .jitter_ns
-            .store(jitter.as_nanos() as u64, Ordering::Relaxed);
+        self.shared.jitter_ns.store(jitter.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// While on, no bytes move in either direction; connections stay open.
@@ -286,12 +282,7 @@ impl EmuLink {
             let rtt = Duration::from_nanos(self.shared.rtt_ns.load(Ordering::Relaxed));
             tokio::time::sleep(rtt).await;
             // A stalled link holds the SYN-ACK until it moves again.
-            let _ = self
-                .shared
-                .state
-                .subscribe()
-                .wait_for(|s| !s.stalled || s.cut)
-                .await;
+            let _ = self.shared.state.subscribe().wait_for(|s| !s.stalled || s.cut).await;
         };
         tokio::select! {
             _ = rx.wait_for(|s| s.cut) => return Err(unreachable()),
@@ -318,14 +309,7 @@ impl EmuLink {
             kill: CancellationToken::new(),
         });
         let client_gone = ctl.kill.child_token();
-        let run = run_stream(
-            self.shared.clone(),
-            epoch,
-            ctl.clone(),
-            client_gone.clone(),
-            inner,
-            far,
-        );
+        let run = run_stream(self.shared.clone(), epoch, ctl.clone(), client_gone.clone(), inner, far);
         let mut tasks = self.tasks.lock().unwrap();
         while tasks.try_join_next().is_some() {}
         tasks.spawn(run);
@@ -404,14 +388,8 @@ async fn unstalled(rx: &mut watch::Receiver<State>) {
 
 /// Moves one direction: a reader stage (read, budget, pace, stamp) and a writer stage (wait for
 /// the stamp, deliver) joined by a queue bounded by the in-flight budget.
-async fn pump<R, W>(
-    shared: &Shared,
-    dir: Dir,
-    ctl: &StreamCtl,
-    inflight: usize,
-    mut src: R,
-    mut dst: W,
-) where
+async fn pump<R, W>(shared: &Shared, dir: Dir, ctl: &StreamCtl, inflight: usize, mut src: R, mut dst: W)
+where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -438,11 +416,7 @@ async fn pump<R, W>(
                 Err(e) => Item::Error(e.kind()),
             };
             // Order is kept: jitter never lets a segment overtake the one before it.
-            let len = if let Item::Data(b, _) = &item {
-                b.len()
-            } else {
-                0
-            };
+            let len = if let Item::Data(b, _) = &item { b.len() } else { 0 };
             last = last.max(Instant::now() + shared.one_way(len));
             let end = !matches!(item, Item::Data(..));
             if tx.send((last, item)).is_err() || end {
@@ -464,9 +438,7 @@ async fn pump<R, W>(
                         return;
                     }
                     drop(permit);
-                    shared
-                        .counter(dir)
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    shared.counter(dir).fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 }
                 Item::Eof => {
                     let _ = dst.shutdown().await;
@@ -510,12 +482,7 @@ impl EmuStream {
     /// The link was cut under this stream: fail at once, even with data still buffered.
     fn cut_error(&self) -> Option<io::Error> {
         let cut = self.shared.state.borrow().kills(self.epoch);
-        cut.then(|| {
-            io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                format!("link {} cut", self.shared.name),
-            )
-        })
+        cut.then(|| io::Error::new(io::ErrorKind::ConnectionReset, format!("link {} cut", self.shared.name)))
     }
 
     /// The error this stream died of, if any (cut, or an error from the far side).
@@ -524,19 +491,12 @@ impl EmuStream {
             return Some(e);
         }
         let kind = (*self.ctl.error.lock().unwrap())?;
-        Some(io::Error::new(
-            kind,
-            format!("through link {}", self.shared.name),
-        ))
+        Some(io::Error::new(kind, format!("through link {}", self.shared.name)))
     }
 }
 
 impl AsyncRead for EmuStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(e) = this.cut_error() {
             return Poll::Ready(Err(e));
@@ -555,11 +515,7 @@ impl AsyncRead for EmuStream {
 }
 
 impl AsyncWrite for EmuStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Some(e) = this.dead() {
             return Poll::Ready(Err(e));

@@ -14,6 +14,7 @@
 //! - [`plot`]: throughput-over-time SVG charts.
 //! - [`topology`]: builds a profile's namespaces and links, with cut / blackhole / restore.
 
+pub mod bench;
 pub mod delayline;
 pub mod emulink;
 pub mod netns;

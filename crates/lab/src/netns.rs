@@ -132,9 +132,7 @@ impl Netns {
     /// Creates namespace `name` with `lo` up. Fails if it already exists.
     pub fn create(name: &str) -> Result<Netns> {
         ip("", &["netns", "add", name]).with_context(|| format!("creating namespace {name}"))?;
-        let ns = Netns {
-            name: name.to_owned(),
-        };
+        let ns = Netns { name: name.to_owned() };
         ip(name, &["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -211,8 +209,7 @@ pub fn cleanup_stale() -> Result<Vec<String>> {
 fn enter(ns: &str) -> Result<()> {
     let path = std::path::Path::new(NETNS_DIR).join(ns);
     let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    nix::sched::setns(&f, CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("setns into namespace {ns}"))?;
+    nix::sched::setns(&f, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns into namespace {ns}"))?;
     Ok(())
 }
 
@@ -228,10 +225,7 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 
 /// Starts `f` on a new OS thread inside namespace `ns` and returns its handle (for servers
 /// that run for the life of a test). Returns an error if entering the namespace fails.
-pub fn spawn_in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<JoinHandle<T>> {
+pub fn spawn_in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<JoinHandle<T>> {
     let ns_owned = ns.to_owned();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
     let handle = std::thread::Builder::new()
@@ -341,9 +335,6 @@ mod tests {
     #[test]
     fn unique_ids_carry_our_pid() {
         let id = unique_id();
-        assert_eq!(
-            owner_pid(&ns_name(&id, "x")),
-            Some(std::process::id() as i32)
-        );
+        assert_eq!(owner_pid(&ns_name(&id, "x")), Some(std::process::id() as i32));
     }
 }

@@ -47,10 +47,7 @@ const PACE_SLICE: Duration = Duration::from_millis(10);
 const RESET_GRACE: Duration = Duration::from_millis(20);
 /// `sha256_hex` keeps at most this many results (each entry is ~100 bytes).
 const SHA_CACHE_MAX: usize = 1024;
-const LAST_MODIFIED: [&str; 2] = [
-    "Mon, 01 Jan 2024 00:00:00 GMT",
-    "Tue, 02 Jan 2024 00:00:00 GMT",
-];
+const LAST_MODIFIED: [&str; 2] = ["Mon, 01 Jan 2024 00:00:00 GMT", "Tue, 02 Jan 2024 00:00:00 GMT"];
 
 /// Mixes a 64-bit value (the splitmix64 / murmur3 finaliser): cheap and well distributed.
 #[inline(always)]
@@ -252,21 +249,13 @@ impl Drop for ResetOnDrop {
 }
 
 impl AsyncRead for ResetOnDrop {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ResetOnDrop {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -290,9 +279,7 @@ impl AsyncWrite for ResetOnDrop {
 /// Parses `1234`, `10MB`, `50MiB`, `2k`, `1.5GB` into bytes.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -378,11 +365,7 @@ fn simple(status: StatusCode, text: &'static str) -> Response<OriginBody> {
     r
 }
 
-async fn respond(
-    req: Request<Incoming>,
-    shared: &Arc<Shared>,
-    reset: Arc<AtomicBool>,
-) -> Response<OriginBody> {
+async fn respond(req: Request<Incoming>, shared: &Arc<Shared>, reset: Arc<AtomicBool>) -> Response<OriginBody> {
     shared.requests.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path();
     if path == "/health" {
@@ -406,18 +389,12 @@ async fn respond(
     };
     let faults = shared.faults.lock().unwrap().clone();
     let nth = shared.file_requests.fetch_add(1, Ordering::SeqCst);
-    let changed = faults
-        .change_etag_after
-        .is_some_and(|n| nth >= u64::from(n));
+    let changed = faults.change_etag_after.is_some_and(|n| nth >= u64::from(n));
     let seed = seed.unwrap_or(size).wrapping_add(u64::from(changed));
     let etag = format!("\"{seed}-{size}\"");
     let last_modified = LAST_MODIFIED[usize::from(changed)];
 
-    let header_str = |name| {
-        req.headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
+    let header_str = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     let mut range = match header_str(header::RANGE) {
         Some(v) if !faults.ignore_range => parse_range(v, size),
         _ => RangeReq::Full,
@@ -439,10 +416,7 @@ async fn respond(
         header::ETAG,
         HeaderValue::from_str(&etag).expect("digits are a valid header"),
     );
-    h.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_static(last_modified),
-    );
+    h.insert(header::LAST_MODIFIED, HeaderValue::from_static(last_modified));
     if !faults.ignore_range {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
@@ -451,19 +425,15 @@ async fn respond(
         RangeReq::Part(a, b) => {
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
             let cr = format!("bytes {a}-{b}/{size}");
-            resp.headers_mut().insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&cr).expect("ascii"),
-            );
+            resp.headers_mut()
+                .insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
             (a, b + 1)
         }
         RangeReq::Unsatisfiable => {
             *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             let cr = format!("bytes */{size}");
-            resp.headers_mut().insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&cr).expect("ascii"),
-            );
+            resp.headers_mut()
+                .insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
             resp.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             return resp;
@@ -568,8 +538,7 @@ impl OriginBody {
 
 impl Gen {
     fn reset_pending(&self) -> bool {
-        self.reset_at
-            .is_some_and(|n| self.sent >= n && self.pos < self.end)
+        self.reset_at.is_some_and(|n| self.sent >= n && self.pos < self.end)
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
@@ -591,9 +560,7 @@ impl Gen {
             let start = *p.start.get_or_insert_with(Instant::now);
             let due = start + Duration::from_secs_f64(self.sent as f64 * 8.0 / p.bps as f64);
             if due > Instant::now() {
-                let sleep = p
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                let sleep = p.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
                 sleep.as_mut().reset(due);
                 ready!(sleep.as_mut().poll(cx));
             }
@@ -615,10 +582,7 @@ impl Body for OriginBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         match &mut self.get_mut().kind {
             Kind::Fixed(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Gen(g) => g.poll_next(cx),
@@ -649,16 +613,7 @@ mod tests {
     fn any_range_of_the_body_matches_the_whole() {
         let mut whole = Vec::new();
         body_bytes(7, 0, 1000, &mut whole);
-        for (off, len) in [
-            (0, 0),
-            (0, 1),
-            (3, 5),
-            (7, 9),
-            (8, 8),
-            (13, 100),
-            (999, 1),
-            (500, 500),
-        ] {
+        for (off, len) in [(0, 0), (0, 1), (3, 5), (7, 9), (8, 8), (13, 100), (999, 1), (500, 500)] {
             let mut part = Vec::new();
             body_bytes(7, off as u64, len, &mut part);
             assert_eq!(part, whole[off..off + len], "off {off} len {len}");

@@ -14,14 +14,26 @@ pub fn rates_mbit(samples: &[(f64, u64)]) -> Vec<(f64, f64)> {
     samples
         .windows(2)
         .filter(|w| w[1].0 > w[0].0)
-        .map(|w| (w[1].0, (w[1].1.saturating_sub(w[0].1)) as f64 * 8.0 / 1e6 / (w[1].0 - w[0].0)))
+        .map(|w| {
+            (
+                w[1].0,
+                (w[1].1.saturating_sub(w[0].1)) as f64 * 8.0 / 1e6 / (w[1].0 - w[0].0),
+            )
+        })
         .collect()
 }
 
 /// Writes a line chart to `path` (SVG).
 pub fn line_chart_svg(path: &Path, title: &str, y_label: &str, series: &[Series]) -> anyhow::Result<()> {
-    let x_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(1.0_f64, f64::max);
-    let y_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(1.0_f64, f64::max) * 1.1;
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0_f64, f64::max);
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(1.0_f64, f64::max)
+        * 1.1;
     let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -38,7 +50,11 @@ pub fn line_chart_svg(path: &Path, title: &str, y_label: &str, series: &[Series]
             .label(s.label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -58,7 +74,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bt-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("p.svg");
-        line_chart_svg(&path, "t", "Mbit/s", &[Series { label: "a".into(), points: vec![(0.0, 1.0), (1.0, 2.0)] }]).unwrap();
+        line_chart_svg(
+            &path,
+            "t",
+            "Mbit/s",
+            &[Series {
+                label: "a".into(),
+                points: vec![(0.0, 1.0), (1.0, 2.0)],
+            }],
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("<svg"));
         std::fs::remove_dir_all(dir).unwrap();

@@ -87,9 +87,18 @@ pub fn profile(name: &str) -> Option<Profile> {
             name: "peers",
             why: "the same links, but reached through peer nodes",
             nodes: vec![
-                NodeSpec { name: "home", links: vec![LinkSpec::new("adsl", 4, 30)] },
-                NodeSpec { name: "phone-1", links: vec![LinkSpec::new("4g", 20, 60)] },
-                NodeSpec { name: "phone-2", links: vec![LinkSpec::new("4g", 20, 45)] },
+                NodeSpec {
+                    name: "home",
+                    links: vec![LinkSpec::new("adsl", 4, 30)],
+                },
+                NodeSpec {
+                    name: "phone-1",
+                    links: vec![LinkSpec::new("4g", 20, 60)],
+                },
+                NodeSpec {
+                    name: "phone-2",
+                    links: vec![LinkSpec::new("4g", 20, 45)],
+                },
             ],
             lan_rate_bps: Some(300_000_000),
         },
@@ -108,7 +117,10 @@ pub fn profile(name: &str) -> Option<Profile> {
             nodes: vec![NodeSpec {
                 name: "home",
                 links: vec![
-                    LinkSpec { loss: 0.02, ..LinkSpec::new("4g", 20, 50) },
+                    LinkSpec {
+                        loss: 0.02,
+                        ..LinkSpec::new("4g", 20, 50)
+                    },
                     LinkSpec::new("dsl", 10, 20),
                 ],
             }],

@@ -146,8 +146,7 @@ fn tbf_rate(rate_bps: u64) -> u64 {
 fn shape(ns: &str, iface: &str, rate_bps: u64, rtt: Duration) -> Result<()> {
     let (rate, burst) = (tbf_rate(rate_bps), tbf_burst(rate_bps));
     let limit = tbf_limit(rate_bps, rtt);
-    let cmd =
-        format!("qdisc replace dev {iface} root tbf rate {rate}bit burst {burst} limit {limit}");
+    let cmd = format!("qdisc replace dev {iface} root tbf rate {rate}bit burst {burst} limit {limit}");
     netns::tc(ns, &cmd.split_whitespace().collect::<Vec<_>>()).map(drop)
 }
 
@@ -245,10 +244,7 @@ impl Lab {
             bail!("link name {iface} is longer than 15 bytes");
         }
         self.new_ns(&router)?;
-        let forwarding = [
-            ("net/ipv4/ip_forward", "1"),
-            ("net/ipv4/conf/all/send_redirects", "0"),
-        ];
+        let forwarding = [("net/ipv4/ip_forward", "1"), ("net/ipv4/conf/all/send_redirects", "0")];
         netns::sysctls(&router, &forwarding)?;
         let (addr, gateway) = (net(k, 1, 2), net(k, 1, 1));
         let (r_up, i_side) = (net(k, 2, 1), net(k, 2, 2));
@@ -303,22 +299,13 @@ impl Lab {
         netns::sysctls(&router, &[("net/ipv4/conf/dl0/rp_filter", "0")])?;
         // The TUN drops (it does not push back) when its ring of `txqueuelen` packets is full,
         // so give the reader thread ~100 ms of slack at 50k packets/s.
-        ip(
-            &router,
-            &format!("link set dev {TUN_IFACE} txqueuelen 5000 up"),
-        )?;
+        ip(&router, &format!("link set dev {TUN_IFACE} txqueuelen 5000 up"))?;
         ip(
             &router,
             &format!("route add default dev {TUN_IFACE} table {DELAY_TABLE}"),
         )?;
-        ip(
-            &router,
-            &format!("rule add pref 100 iif node lookup {DELAY_TABLE}"),
-        )?;
-        ip(
-            &router,
-            &format!("rule add pref 101 iif inet lookup {DELAY_TABLE}"),
-        )?;
+        ip(&router, &format!("rule add pref 100 iif node lookup {DELAY_TABLE}"))?;
+        ip(&router, &format!("rule add pref 101 iif inet lookup {DELAY_TABLE}"))?;
 
         // Rate, both directions: upload on the node's veth, download on the router's.
         shape(&node_ns, &iface, spec.rate_bps, spec.rtt)?;
@@ -368,11 +355,7 @@ impl Lab {
     }
 
     fn build_spare(&mut self) -> Result<()> {
-        let (node, home) = self
-            .nodes
-            .first()
-            .cloned()
-            .ok_or_else(|| anyhow!("no node"))?;
+        let (node, home) = self.nodes.first().cloned().ok_or_else(|| anyhow!("no node"))?;
         let inet = self.internet.clone();
         let (addr, gateway) = (Ipv4Addr::new(10, 250, 0, 2), Ipv4Addr::new(10, 250, 0, 1));
         let peer = "spare-home";
@@ -441,10 +424,7 @@ impl Lab {
 
     /// A node's address on the LAN (`lan0`), for profiles with a LAN.
     pub fn lan_ip(&self, node: &str) -> Option<Ipv4Addr> {
-        self.lan_ips
-            .iter()
-            .find(|(n, _)| n == node)
-            .map(|(_, ip)| *ip)
+        self.lan_ips.iter().find(|(n, _)| n == node).map(|(_, ip)| *ip)
     }
 
     /// Every uplink of every node, in profile order.
@@ -465,11 +445,7 @@ impl Lab {
     }
 
     fn find(&self, node: &str, link: &str) -> Result<(&Uplink, Option<&Link>)> {
-        if let Some(i) = self
-            .uplinks
-            .iter()
-            .position(|u| u.node == node && u.spec.name == link)
-        {
+        if let Some(i) = self.uplinks.iter().position(|u| u.node == node && u.spec.name == link) {
             return Ok((&self.uplinks[i], self.links.get(i)));
         }
         match &self.spare {
@@ -567,11 +543,7 @@ impl Lab {
 
     /// Runs `f` on a thread inside namespace `ns` and returns its result. Sockets created in
     /// `f` (e.g. a `std::net::TcpListener`) live in `ns`.
-    pub fn in_ns<T: Send + 'static>(
-        &self,
-        ns: &str,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T> {
+    pub fn in_ns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         netns::in_netns(ns, f)
     }
 
@@ -589,27 +561,14 @@ const SPARE_K: u8 = 99;
 /// Idempotent, so `restore` can call it after the kernel flushed them on link down.
 fn add_routes(u: &Uplink, k: u8) -> Result<()> {
     let (gw, dev, ns, addr) = (u.gateway, &u.iface, &u.node_ns, u.addr);
-    let metric = if k == SPARE_K {
-        1000
-    } else {
-        10 * u32::from(k)
-    };
+    let metric = if k == SPARE_K { 1000 } else { 10 * u32::from(k) };
     let table = 100 + u32::from(k);
-    ip(
-        ns,
-        &format!("route replace default via {gw} dev {dev} metric {metric}"),
-    )?;
-    ip(
-        ns,
-        &format!("route replace default via {gw} dev {dev} table {table}"),
-    )?;
+    ip(ns, &format!("route replace default via {gw} dev {dev} metric {metric}"))?;
+    ip(ns, &format!("route replace default via {gw} dev {dev} table {table}"))?;
     let rules = ip(ns, &format!("rule show from {addr}"))?;
     if !rules.contains(&format!("lookup {table}")) {
         let pref = 1000 + u32::from(k);
-        ip(
-            ns,
-            &format!("rule add pref {pref} from {addr} lookup {table}"),
-        )?;
+        ip(ns, &format!("rule add pref {pref} from {addr} lookup {table}"))?;
     }
     Ok(())
 }
@@ -632,18 +591,9 @@ mod tests {
     #[test]
     fn tbf_parameters_are_sane() {
         // 4 Mbit / 30 ms: BDP 15 KB, the floor of two buckets wins.
-        assert_eq!(
-            tbf_limit(4_000_000, Duration::from_millis(30)),
-            20 * FRAME_BYTES
-        );
+        assert_eq!(tbf_limit(4_000_000, Duration::from_millis(30)), 20 * FRAME_BYTES);
         // Any GSO packet that tbf does not split (≤ one bucket) fits in an empty queue.
-        for rate in [
-            1_000_000,
-            4_000_000,
-            50_000_000,
-            300_000_000,
-            10_000_000_000,
-        ] {
+        for rate in [1_000_000, 4_000_000, 50_000_000, 300_000_000, 10_000_000_000] {
             assert!(tbf_limit(rate, Duration::ZERO) >= 2 * tbf_burst(rate));
         }
         // 20 Mbit / 60 ms: one BDP = 150 KB.

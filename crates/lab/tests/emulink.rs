@@ -111,11 +111,7 @@ async fn bytes_arrive_intact_and_in_order_both_ways() {
         }
     );
     wrote.unwrap();
-    assert_eq!(
-        received.unwrap(),
-        down,
-        "down direction intact and in order"
-    );
+    assert_eq!(received.unwrap(), down, "down direction intact and in order");
     let (got, rest) = echo.await.unwrap().unwrap();
     assert_eq!(got.unwrap(), up, "up direction intact and in order");
     assert!(rest.is_empty());
@@ -145,16 +141,10 @@ async fn connect_takes_one_rtt() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let link = EmuLink::new(&spec(10, 250));
-    let accept = AbortOnDropHandle::new(tokio::spawn(async move {
-        listener.accept().await.map(|(s, _)| s)
-    }));
+    let accept = AbortOnDropHandle::new(tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) }));
     let t0 = Instant::now();
     let mut s = link.connect(addr).await.unwrap();
-    assert!(
-        t0.elapsed() >= Duration::from_millis(250),
-        "{:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() >= Duration::from_millis(250), "{:?}", t0.elapsed());
     let mut far = accept.await.unwrap().unwrap();
     // One request-response exchange takes another RTT.
     let t1 = Instant::now();
@@ -164,11 +154,7 @@ async fn connect_takes_one_rtt() {
     far.write_all(b"pong").await.unwrap();
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"pong");
-    assert!(
-        t1.elapsed() >= Duration::from_millis(250),
-        "{:?}",
-        t1.elapsed()
-    );
+    assert!(t1.elapsed() >= Duration::from_millis(250), "{:?}", t1.elapsed());
 }
 
 #[tokio::test]
@@ -211,9 +197,7 @@ async fn cut_fails_transfers_and_connects_until_restore() {
 
     link.restore();
     assert!(link.is_up());
-    let accept = AbortOnDropHandle::new(tokio::spawn(async move {
-        listener.accept().await.map(|(s, _)| s)
-    }));
+    let accept = AbortOnDropHandle::new(tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) }));
     let mut s = link.connect(addr).await.unwrap();
     let mut far = accept.await.unwrap().unwrap();
     far.write_all(b"back").await.unwrap();
@@ -260,11 +244,9 @@ async fn stall_stops_progress_and_unstall_resumes_without_loss() {
     let before = link.bytes_down();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(link.bytes_down(), before, "no bytes move while stalled");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf))
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf))
+        .await
+        .is_err());
 
     link.stall(false);
     s.read_to_end(&mut got).await.unwrap();
@@ -343,10 +325,7 @@ async fn dropping_the_client_ends_the_pumps_and_drops_the_far_side() {
     let mut rest = Vec::new();
     server.read_to_end(&mut rest).await.unwrap();
     wait_for_streams(&link, 0).await;
-    assert!(
-        server.write_all(b"late").await.is_err(),
-        "far side was dropped"
-    );
+    assert!(server.write_all(b"late").await.is_err(), "far side was dropped");
 }
 
 /// Real clock, real sockets: print what the emulation delivers against the nominal values.

@@ -50,10 +50,7 @@ impl Server {
     }
 
     fn start_at(lab: &Lab, ns: &str, ip: Ipv4Addr) -> Server {
-        let listener = lab
-            .in_ns(ns, move || TcpListener::bind((ip, 0)))
-            .unwrap()
-            .unwrap();
+        let listener = lab.in_ns(ns, move || TcpListener::bind((ip, 0))).unwrap().unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -236,12 +233,8 @@ fn durations(rtt: Duration) -> (Duration, Duration) {
 
 async fn measure_download(lab: &Lab, path: &Path, server: SocketAddr) -> f64 {
     let (warmup, total) = durations(path.rtt);
-    let mut c = connect(lab, path, server, Duration::from_secs(5))
-        .await
-        .unwrap();
-    c.write_all(&header(b'D', total.as_millis() as u32))
-        .await
-        .unwrap();
+    let mut c = connect(lab, path, server, Duration::from_secs(5)).await.unwrap();
+    c.write_all(&header(b'D', total.as_millis() as u32)).await.unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut buckets: Vec<u64> = Vec::new();
     let mut start = None;
@@ -262,9 +255,7 @@ async fn measure_download(lab: &Lab, path: &Path, server: SocketAddr) -> f64 {
 
 async fn measure_upload(lab: &Lab, path: &Path, server: SocketAddr) -> f64 {
     let (warmup, total) = durations(path.rtt);
-    let mut c = connect(lab, path, server, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut c = connect(lab, path, server, Duration::from_secs(5)).await.unwrap();
     c.write_all(&header(b'U', 0)).await.unwrap();
     let chunk = vec![0xa5u8; 64 * 1024];
     let end = Instant::now() + total;
@@ -305,8 +296,7 @@ async fn check_profile(name: &str) {
         control.set_loss(u.spec.loss);
         let nominal_rtt = u.spec.rtt.as_secs_f64();
         let nominal = u.spec.rate_bps as f64;
-        let good =
-            within(rtt.as_secs_f64(), nominal_rtt) && within(down, nominal) && within(up, nominal);
+        let good = within(rtt.as_secs_f64(), nominal_rtt) && within(down, nominal) && within(up, nominal);
         ok &= good;
         report.push(format!(
             "{name:7} {node:8} {link:5} rate {:5.1} Mbit: down {:6.2} up {:6.2} | rtt {:4} ms: {:7.2} ms {}",
@@ -329,8 +319,7 @@ async fn check_profile(name: &str) {
         let rtt = measure_rtt(&lab, &path, lan_server.addr);
         let down = measure_download(&lab, &path, lan_server.addr).await;
         let up = measure_upload(&lab, &path, lan_server.addr).await;
-        let good =
-            within(down, rate as f64) && within(up, rate as f64) && rtt < Duration::from_millis(5);
+        let good = within(down, rate as f64) && within(up, rate as f64) && rtt < Duration::from_millis(5);
         ok &= good;
         report.push(format!(
             "{name:7} phone-1  lan0  rate {:5.1} Mbit: down {:6.2} up {:6.2} | rtt    0 ms: {:7.2} ms {}",
@@ -385,23 +374,18 @@ fn loss_matches_profile() {
     let lab = Lab::build(&p).unwrap();
     let ip = lab.origin_ip();
     let rx = lab
-        .in_ns(lab.internet_ns(), move || {
-            std::net::UdpSocket::bind((ip, 0))
-        })
+        .in_ns(lab.internet_ns(), move || std::net::UdpSocket::bind((ip, 0)))
         .unwrap()
         .unwrap();
     let to = rx.local_addr().unwrap();
     let addr = lab.uplink("home", "4g").addr;
     let tx = lab
-        .in_ns(lab.node_ns("home"), move || {
-            std::net::UdpSocket::bind((addr, 0))
-        })
+        .in_ns(lab.node_ns("home"), move || std::net::UdpSocket::bind((addr, 0)))
         .unwrap()
         .unwrap();
     const N: u32 = 3000;
     // Receive while sending: a socket buffer holds only a few hundred small datagrams.
-    rx.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let receiver = std::thread::spawn(move || {
         let mut got = 0u32;
         let mut b = [0u8; 16];
@@ -418,10 +402,7 @@ fn loss_matches_profile() {
     }
     let got = receiver.join().unwrap();
     let loss = 1.0 - f64::from(got) / f64::from(N);
-    println!(
-        "lossy/4g: {got}/{N} received, loss {:.2}% (nominal 2%)",
-        loss * 100.0
-    );
+    println!("lossy/4g: {got}/{N} received, loss {:.2}% (nominal 2%)", loss * 100.0);
     // 3000 packets at 2%: mean 60 lost, sd ~7.7; [1%, 3.3%] is beyond 3.5 sd either way.
     assert!((0.01..=0.033).contains(&loss), "loss {loss}");
     assert!(lab.delay_control("home", "4g").unwrap().stats().lost > 0);
@@ -448,13 +429,10 @@ async fn jitter_spreads_rtt_but_keeps_order() {
     // UDP carries sequence numbers; a reordering delay line would show it here.
     let ip = lab.origin_ip();
     let rx = lab
-        .in_ns(lab.internet_ns(), move || {
-            std::net::UdpSocket::bind((ip, 0))
-        })
+        .in_ns(lab.internet_ns(), move || std::net::UdpSocket::bind((ip, 0)))
         .unwrap()
         .unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let to = rx.local_addr().unwrap();
     let receiver = std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -475,10 +453,7 @@ async fn jitter_spreads_rtt_but_keeps_order() {
     }
     let seen = receiver.join().unwrap();
     assert_eq!(seen.len(), 500, "lost packets without loss configured");
-    assert!(
-        seen.windows(2).all(|w| w[0] < w[1]),
-        "jitter reordered packets"
-    );
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "jitter reordered packets");
 }
 
 fn path_addr(lab: &Lab, node: &str, link: &str) -> Ipv4Addr {
@@ -528,10 +503,7 @@ async fn cut_blackhole_restore() {
     lab.restore(node, link).unwrap();
     assert!(netns::is_up(&ns, &iface).unwrap());
     let routes = netns::ip(&ns, &["route", "show", "default", "dev", &iface]).unwrap();
-    assert!(
-        routes.contains("via"),
-        "default route not restored: {routes}"
-    );
+    assert!(routes.contains("via"), "default route not restored: {routes}");
     measure_rtt(&lab, &path, server.addr);
 
     // Blackhole: an established connection stalls and new connects time out, while the
@@ -550,9 +522,7 @@ async fn cut_blackhole_restore() {
     );
     old.write_all(b"?").await.unwrap();
     let mut b = [0u8; 1];
-    let stalled = tokio::time::timeout(short, old.read_exact(&mut b))
-        .await
-        .is_err();
+    let stalled = tokio::time::timeout(short, old.read_exact(&mut b)).await.is_err();
     assert!(stalled, "echo came back through a blackhole");
     assert!(lab.delay_control(node, link).unwrap().stats().blackholed > 0);
 
@@ -569,10 +539,7 @@ async fn cut_blackhole_restore() {
     lab.set_rate(node, "adsl", 2_000_000).unwrap();
     let down = measure_download(&lab, &uplink_path(&lab, node, "adsl"), server.addr).await;
     println!("adsl at 2 Mbit: {:.2} Mbit", down / 1e6);
-    assert!(
-        (down - 2e6).abs() < 0.15 * 2e6,
-        "set_rate 2 Mbit measured {down}"
-    );
+    assert!((down - 2e6).abs() < 0.15 * 2e6, "set_rate 2 Mbit measured {down}");
 
     // spare0 reaches the origin directly.
     let spare = lab.spare().unwrap().clone();
@@ -620,11 +587,7 @@ fn namespaces_are_removed_on_drop_and_panic() {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let lab = Lab::build(&profile("skewed").unwrap()).unwrap();
         *ids.lock().unwrap() = Some(lab.id().to_owned());
-        let child = lab
-            .command(lab.internet_ns(), "sleep")
-            .arg("600")
-            .spawn()
-            .unwrap();
+        let child = lab.command(lab.internet_ns(), "sleep").arg("600").spawn().unwrap();
         *child_pid.lock().unwrap() = Some(child.id());
         std::mem::forget(child);
         panic!("test body panics with the lab alive");
@@ -665,11 +628,9 @@ fn netns_primitives() {
         .unwrap();
     let port = l.local_addr().unwrap().port();
     let (rx0, _) = netns::counters(&name, "lo").unwrap();
-    netns::in_netns(&name, move || {
-        TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(drop)
-    })
-    .unwrap()
-    .unwrap();
+    netns::in_netns(&name, move || TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(drop))
+        .unwrap()
+        .unwrap();
     let (rx1, tx1) = netns::counters(&name, "lo").unwrap();
     assert!(rx1 > rx0 && tx1 > 0);
     let out = netns::run(netns::exec(&name, "ip").args(["-o", "link"])).unwrap();

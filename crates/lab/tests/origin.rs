@@ -51,9 +51,7 @@ impl Reply {
 impl Client {
     async fn connect(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
         let conn = tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -72,11 +70,7 @@ impl Client {
             req = req.header(*k, *v);
         }
         self.sender.ready().await.unwrap();
-        let resp = self
-            .sender
-            .send_request(req.body(Empty::new()).unwrap())
-            .await
-            .unwrap();
+        let resp = self.sender.send_request(req.body(Empty::new()).unwrap()).await.unwrap();
         let status = resp.status().as_u16();
         let version = resp.version();
         let headers = resp
@@ -107,10 +101,7 @@ impl Client {
 }
 
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    Client::connect(addr)
-        .await
-        .request("GET", path, headers)
-        .await
+    Client::connect(addr).await.request("GET", path, headers).await
 }
 
 fn sha(data: &[u8]) -> String {
@@ -130,10 +121,7 @@ async fn full_get_matches_the_known_hash() {
     assert_eq!(r.header("etag"), Some("\"5000000-5000000\""));
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert!(r.header("last-modified").is_some());
-    assert!(
-        r.header("x-sha256").is_none(),
-        "X-Sha256 is only sent on HEAD"
-    );
+    assert!(r.header("x-sha256").is_none(), "X-Sha256 is only sent on HEAD");
 
     let r = get(origin.local_addr(), "/file/1MiB?seed=42", &[]).await;
     assert_eq!(r.body.len(), 1 << 20);
@@ -155,19 +143,14 @@ async fn ranges_give_exactly_the_right_bytes() {
         ("bytes=50000-999999", 50_000, 99_999),
     ];
     for (range, a, b) in cases {
-        let r = c
-            .request("GET", "/file/100000?seed=9", &[("range", range)])
-            .await;
+        let r = c.request("GET", "/file/100000?seed=9", &[("range", range)]).await;
         assert_eq!(r.status, 206, "{range}");
         assert_eq!(
             r.header("content-range"),
             Some(format!("bytes {a}-{b}/{size}").as_str()),
             "{range}"
         );
-        assert_eq!(
-            r.header("content-length"),
-            Some((b - a + 1).to_string().as_str())
-        );
+        assert_eq!(r.header("content-length"), Some((b - a + 1).to_string().as_str()));
         assert_eq!(r.body, body(9, a, (b - a + 1) as usize), "{range}");
     }
     // Several ranges: the full body (allowed by RFC 9110).
@@ -207,28 +190,16 @@ async fn if_range_mismatch_sends_the_whole_body() {
         .await;
     assert_eq!((r.status, r.body.len()), (200, 20_000));
     let r = c
-        .request(
-            "GET",
-            "/file/20000",
-            &[("range", "bytes=10-19"), ("if-range", &etag)],
-        )
+        .request("GET", "/file/20000", &[("range", "bytes=10-19"), ("if-range", &etag)])
         .await;
     assert_eq!((r.status, r.body), (206, body(20_000, 10, 10)));
     let r = c
-        .request(
-            "GET",
-            "/file/20000",
-            &[("range", "bytes=10-19"), ("if-range", &date)],
-        )
+        .request("GET", "/file/20000", &[("range", "bytes=10-19"), ("if-range", &date)])
         .await;
     assert_eq!(r.status, 206);
     let stale = "Sun, 01 Jan 2023 00:00:00 GMT";
     let r = c
-        .request(
-            "GET",
-            "/file/20000",
-            &[("range", "bytes=10-19"), ("if-range", stale)],
-        )
+        .request("GET", "/file/20000", &[("range", "bytes=10-19"), ("if-range", stale)])
         .await;
     assert_eq!(r.status, 200);
 }
@@ -240,10 +211,7 @@ async fn head_carries_the_hash_and_no_body() {
     let r = c.request("HEAD", "/file/3MB?seed=1", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some("3000000"));
-    assert_eq!(
-        r.header("x-sha256"),
-        Some(sha256_hex(1, 3_000_000).as_str())
-    );
+    assert_eq!(r.header("x-sha256"), Some(sha256_hex(1, 3_000_000).as_str()));
     assert!(r.body.is_empty());
     assert_eq!(origin.bytes_sent(), 0);
 }
@@ -263,23 +231,13 @@ async fn health_unknown_paths_and_bad_sizes() {
 #[tokio::test]
 async fn ignore_range_fault_sends_200_without_accept_ranges() {
     let origin = start(Faults::default());
-    let r = get(
-        origin.local_addr(),
-        "/file/10000",
-        &[("range", "bytes=0-9")],
-    )
-    .await;
+    let r = get(origin.local_addr(), "/file/10000", &[("range", "bytes=0-9")]).await;
     assert_eq!(r.status, 206);
     origin.set_faults(Faults {
         ignore_range: true,
         ..Default::default()
     });
-    let r = get(
-        origin.local_addr(),
-        "/file/10000",
-        &[("range", "bytes=0-9")],
-    )
-    .await;
+    let r = get(origin.local_addr(), "/file/10000", &[("range", "bytes=0-9")]).await;
     assert_eq!(r.status, 200);
     assert!(r.header("accept-ranges").is_none());
     assert_eq!(r.body, body(10_000, 0, 10_000));
@@ -299,19 +257,11 @@ async fn change_etag_fault_changes_entity_after_n_requests() {
     assert_eq!(a.body, b.body);
     assert_eq!(d.header("etag"), Some("\"4097-4096\""));
     assert_ne!(a.header("last-modified"), d.header("last-modified"));
-    assert_eq!(
-        sha(&d.body),
-        sha256_hex(4097, 4096),
-        "the body changes with the ETag"
-    );
+    assert_eq!(sha(&d.body), sha256_hex(4097, 4096), "the body changes with the ETag");
     // A resume with the old validator now gets the whole new body.
     let old = a.header("etag").unwrap();
     let r = c
-        .request(
-            "GET",
-            "/file/4096",
-            &[("range", "bytes=100-"), ("if-range", old)],
-        )
+        .request("GET", "/file/4096", &[("range", "bytes=100-"), ("if-range", old)])
         .await;
     assert_eq!((r.status, r.body.len()), (200, 4096));
 }
@@ -335,15 +285,8 @@ async fn raw_exchange(addr: SocketAddr, request: &str) -> (Vec<u8>, io::Result<(
 }
 
 fn split_head(data: &[u8]) -> (String, &[u8]) {
-    let at = data
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head")
-        + 4;
-    (
-        String::from_utf8_lossy(&data[..at]).to_lowercase(),
-        &data[at..],
-    )
+    let at = data.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+    (String::from_utf8_lossy(&data[..at]).to_lowercase(), &data[at..])
 }
 
 #[tokio::test]
@@ -424,43 +367,24 @@ async fn curl_agrees_with_the_hash() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sha(&out.stdout), sha256_hex(77, 3_000_000));
 
     let out = tokio::process::Command::new("/usr/bin/curl")
-        .args([
-            "-sS",
-            "--fail",
-            "-r",
-            "1000000-1999999",
-            "-D",
-            "/dev/stderr",
-            &url,
-        ])
+        .args(["-sS", "--fail", "-r", "1000000-1999999", "-D", "/dev/stderr", &url])
         .output()
         .await
         .unwrap();
     let head = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(head.contains("206"), "{head}");
-    assert!(
-        head.contains("content-range: bytes 1000000-1999999/3000000"),
-        "{head}"
-    );
+    assert!(head.contains("content-range: bytes 1000000-1999999/3000000"), "{head}");
     assert_eq!(sha(&out.stdout), sha(&body(77, 1_000_000, 1_000_000)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_is_printed() {
     let origin = start(Faults::default());
-    let size: u64 = if cfg!(debug_assertions) {
-        128 << 20
-    } else {
-        2 << 30
-    };
+    let size: u64 = if cfg!(debug_assertions) { 128 << 20 } else { 2 << 30 };
     let mut s = TcpStream::connect(origin.local_addr()).await.unwrap();
     let req = format!("GET /file/{size} HTTP/1.1\r\nhost: origin\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();

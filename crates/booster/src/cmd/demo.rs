@@ -91,7 +91,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     // 1. Every link alone, all at the same time: the link sum, and the best single link.
     let secs = args.seconds.max(2);
-    println!("[1/3] measuring each link alone, all at once, for {secs} s ...");
+    println!("[1/4] measuring each link alone, all at once, for {secs} s ...");
     let alone = futures::future::join_all(links.iter().map(|link| {
         let link = link.clone();
         async move {
@@ -114,55 +114,40 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .enumerate()
         .fold((0, 0.0), |a, (i, r)| if r > a.1 { (i, r) } else { a });
 
-    // 2. A booster node over the same links. It starts cold, as after installation: a short
-    // warm-up lets it learn each link's capacity (a real node remembers it across restarts).
-    let dir = tempfile_dir()?;
-    let cfg = Config::build(
-        FileConfig::default(),
-        Overrides {
-            listen: Some("127.0.0.1:0".parse()?),
-            api: Some("127.0.0.1:0".parse()?),
-            iface: vec![],
-            data_dir: Some(dir.clone()),
-            probe_target: Some("none".into()),
-            no_mdns: true,
-            ..Default::default()
-        },
-    )?;
-    let mut cfg = cfg;
-    cfg.uplinks.clear();
-    // Only the emulated links: never the machine's own interfaces.
-    cfg.discover = false;
-    let sources = links
-        .iter()
-        .map(|l| {
-            Source::new(
-                l.name().to_string(),
-                SourceKind::Emulated(l.clone()),
-                Tier::Primary,
-                None,
-                None,
-            )
-        })
-        .collect();
-    let running = run::start(
-        cfg,
-        Extras {
-            sources,
-            no_store: true,
-        },
-    )
-    .await?;
-    let proxy = running.proxy_addr;
-    println!("[2/3] booster node on {proxy}: warming up (learning link capacities) ...");
+    let node = demo_node("home", &links, None, None, vec![]).await?;
+    let proxy = node.proxy_addr;
+    println!("[2/4] booster node on {proxy}: warming up (learning link capacities) ...");
     parallel(proxy, origin_addr, args.parallel, "/file/2MB").await?;
-    println!(
-        "[3/3] {} parallel 4 MB downloads through booster's proxy ...",
-        args.parallel
-    );
+    println!("[3/4] {} parallel 4 MB downloads through booster's proxy ...", args.parallel);
     let (bytes, took) = parallel(proxy, origin_addr, args.parallel, "/file/4MB").await?;
     let boosted = bytes as f64 / took;
-    running.shutdown().await;
+    node.shutdown().await;
+
+    // 3. The seed's story: the first link stays at home, every other link is a phone's, lent
+    // to the home node over the encrypted peer network.
+    println!("[4/4] the same, with the 4G links lent by phone nodes over the peer network ...");
+    const SECRET: &str = "demo household secret";
+    let mut phones = Vec::new();
+    for (i, l) in links.iter().enumerate().skip(1) {
+        phones.push(demo_node(&format!("phone-{i}"), std::slice::from_ref(l), Some(SECRET), Some(true), vec![]).await?);
+    }
+    let peers: Vec<String> = phones.iter().filter_map(|p| p.peer_addr.map(|a| a.to_string())).collect();
+    let home = demo_node("home", &links[..1], Some(SECRET), Some(false), peers).await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while home.node.sources().iter().filter(|s| s.name.contains('/') && s.usable(std::time::Instant::now())).count() < phones.len() {
+        if Instant::now() > deadline {
+            anyhow::bail!("the phone nodes did not join the home node");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let proxy = home.proxy_addr;
+    parallel(proxy, origin_addr, args.parallel, "/file/2MB").await?;
+    let (bytes, took) = parallel(proxy, origin_addr, args.parallel, "/file/4MB").await?;
+    let via_peers = bytes as f64 / took;
+    home.shutdown().await;
+    for p in phones {
+        p.shutdown().await;
+    }
     sampler.abort();
 
     let mb = |r: f64| r / 1e6;
@@ -201,6 +186,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         boosted / link_sum * 100.0,
         boosted / best
     );
+
+    println!(
+        "{:<44} {:>8.2} {:>11.0}% {:>12.2}×",
+        "the same, 4G links lent by 2 phones (peers)",
+        mb(via_peers),
+        via_peers / link_sum * 100.0,
+        via_peers / best
+    );
     println!(
         "{:<44} {:>8} {:>12} {:>13}",
         "one download over every link (booster get)", "-", "coming", "(issue 5)"
@@ -209,7 +202,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "{:<44} {:>8} {:>12} {:>13}",
         "one stream over the bond (booster relay)", "-", "coming", "(issue 6)"
     );
-
     let samples = samples.lock().expect("sampler lock").clone();
     let series: Vec<plot::Series> = specs
         .iter()
@@ -227,8 +219,42 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     )?;
     println!("\nplot of per-link throughput over time: {}", args.plot.display());
     println!("Next: `booster start` runs a real node on your own uplinks; see README.md.");
-    let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// Starts an in-process node whose uplinks are `links`. A node with `lend` set gets the peer
+/// port on loopback (`Some(true)`: it lends; `Some(false)`: closed) and borrows from `peers`.
+/// Nodes start cold, as after installation; the caller warms them up (a real node remembers
+/// link capacities across restarts).
+async fn demo_node(
+    name: &str,
+    links: &[EmuLink],
+    secret: Option<&str>,
+    lend: Option<bool>,
+    peers: Vec<String>,
+) -> anyhow::Result<run::Running> {
+    let mut cfg = Config::build(
+        FileConfig::default(),
+        Overrides {
+            listen: Some("127.0.0.1:0".parse()?),
+            api: Some("127.0.0.1:0".parse()?),
+            probe_target: Some("none".into()),
+            no_mdns: true,
+            name: Some(name.to_string()),
+            secret: secret.map(crate::config::Secret::new),
+            peer_listen: Some(if lend == Some(true) { "127.0.0.1:0".into() } else { "off".into() }),
+            peers,
+            ..Default::default()
+        },
+    )?;
+    // Only the emulated links: never the machine's own interfaces.
+    cfg.uplinks.clear();
+    cfg.discover = false;
+    let sources = links
+        .iter()
+        .map(|l| Source::new(l.name().to_string(), SourceKind::Emulated(l.clone()), Tier::Primary, None, None))
+        .collect();
+    Ok(run::start(cfg, Extras { sources, no_store: true }).await?)
 }
 
 /// Runs `n` downloads of `path` at once through the proxy; returns (bytes, seconds until the last finished).
@@ -255,10 +281,4 @@ async fn parallel(
         total += r?;
     }
     Ok((total, start.elapsed().as_secs_f64()))
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("booster-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

@@ -22,7 +22,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Bytes a worker collects before writing them and reporting progress...
 const FLUSH_BYTES: usize = 128 * 1024;
@@ -58,6 +58,8 @@ pub(super) struct Job {
     pub first: (usize, First, (u64, u64)),
     /// Where to save the resume state, and its fixed fields.
     pub state: Option<(PathBuf, ResumeState)>,
+    /// Told the contiguous done prefix as it grows (the file hasher follows it).
+    pub delivered: Option<watch::Sender<u64>>,
 }
 
 enum Ev {
@@ -113,6 +115,7 @@ pub(super) async fn run(ctx: &Ctx, job: Job) -> Result<(), FetchError> {
         mut planner,
         first,
         state,
+        delivered,
     } = job;
     let n = ctx.names.len();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
@@ -140,22 +143,25 @@ pub(super) async fn run(ctx: &Ctx, job: Job) -> Result<(), FetchError> {
         });
         cancel_rxs.push(Some(rx));
     }
-    let mut initial: Vec<Option<(Option<(Assignment, u64)>, Option<Conn>, Option<Body>)>> =
-        (0..n).map(|_| None).collect();
+    let mut initial: Vec<Start> = (0..n).map(|_| Start::default()).collect();
     match first {
         First::Body(conn, body) => match planner.next(first_src, now) {
             Next::Fetch(a) if a.start == 0 && first_range.1 <= a.end => {
                 sources[first_src].generation += 1;
-                initial[first_src] = Some((Some((a, sources[first_src].generation)), Some(conn), Some(body)));
+                initial[first_src] = Start {
+                    assignment: Some((a, sources[first_src].generation)),
+                    conn: Some(conn),
+                    body: Some(body),
+                };
             }
             Next::Fetch(a) => {
                 // Not what the probe asked for: fetch it anew.
                 sources[first_src].generation += 1;
-                initial[first_src] = Some((Some((a, sources[first_src].generation)), None, None));
+                initial[first_src].assignment = Some((a, sources[first_src].generation));
             }
             Next::Wait | Next::Done => {}
         },
-        First::Idle(conn) => initial[first_src] = Some((None, Some(conn), None)),
+        First::Idle(conn) => initial[first_src].conn = Some(conn),
     }
     for i in 0..n {
         planner.add_source(i, ctx.connector.prior_rate(i));
@@ -163,10 +169,9 @@ pub(super) async fn run(ctx: &Ctx, job: Job) -> Result<(), FetchError> {
 
     let mut workers = tokio::task::JoinSet::new();
     for (src, init) in initial.into_iter().enumerate() {
-        let (assignment, conn, body) = init.unwrap_or((None, None, None));
+        let Start { assignment, conn, body } = init;
         let w = Worker {
             src,
-            ctx_conn: ConnFactory { src },
             shared: shared.clone(),
             cancel: cancel_rxs[src].take().expect("one receiver per source"),
             conn,
@@ -268,6 +273,10 @@ pub(super) async fn run(ctx: &Ctx, job: Job) -> Result<(), FetchError> {
                 break Err(FetchError::Interrupted);
             }
         }
+        if let Some(tx) = &delivered {
+            let now_delivered = planner.delivered();
+            tx.send_if_modified(|d| std::mem::replace(d, now_delivered) != now_delivered);
+        }
         for (c, stalled) in cancels {
             let s = &sources[c.source];
             let _ = s.cancel.send((s.generation, stalled));
@@ -318,13 +327,16 @@ struct WorkerEnv {
     stats: Arc<super::Stats>,
 }
 
-struct ConnFactory {
-    src: usize,
+/// How a worker starts: maybe with an assignment, a connection, and the probe's body.
+#[derive(Default)]
+struct Start {
+    assignment: Option<(Assignment, u64)>,
+    conn: Option<Conn>,
+    body: Option<Body>,
 }
 
 struct Worker {
     src: usize,
-    ctx_conn: ConnFactory,
     shared: Arc<Shared>,
     cancel: mpsc::UnboundedReceiver<CancelMsg>,
     conn: Option<Conn>,
@@ -514,7 +526,7 @@ impl Worker {
                     reused = true;
                     c
                 }
-                None => self.ctx_conn.open(env, &sh.url).await?,
+                None => open(env, self.src, &sh.url).await?,
             };
             let r = async {
                 conn.send(&req).await?;
@@ -562,21 +574,20 @@ impl Worker {
     }
 }
 
-impl ConnFactory {
-    async fn open(&self, env: &WorkerEnv, url: &Url) -> Result<Conn, FetchError> {
-        let io = env.connector.connect(self.src, &url.host, url.port).await?;
-        let io = match url.scheme {
-            http::Scheme::Http => io,
-            http::Scheme::Https => {
-                let tls = env
-                    .tls
-                    .as_ref()
-                    .ok_or_else(|| FetchError::Tls("no TLS configuration".into()))?;
-                super::connect::tls_wrap(tls, &url.host, io).await?
-            }
-        };
-        Ok(Conn::new(io, url.clone()))
-    }
+/// A new connection to `url`'s origin through source `src`.
+async fn open(env: &WorkerEnv, src: usize, url: &Url) -> Result<Conn, FetchError> {
+    let io = env.connector.connect(src, &url.host, url.port).await?;
+    let io = match url.scheme {
+        http::Scheme::Http => io,
+        http::Scheme::Https => {
+            let tls = env
+                .tls
+                .as_ref()
+                .ok_or_else(|| FetchError::Tls("no TLS configuration".into()))?;
+            super::connect::tls_wrap(tls, &url.host, io).await?
+        }
+    };
+    Ok(Conn::new(io, url.clone()))
 }
 
 async fn backoff(failures: u32) {

@@ -14,7 +14,7 @@ use std::{
 };
 use tokio::{
     io::{AsyncWrite, AsyncWriteExt},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
 
 /// Bytes written at an offset. Writers of the same range may race (duplicated pieces): the
@@ -177,6 +177,39 @@ pub fn validator(etag: Option<&str>, last_modified: Option<&str>) -> Option<Stri
     etag.filter(|e| !e.starts_with("W/"))
         .or(last_modified)
         .map(str::to_string)
+}
+
+/// Hashes a file while it is being written: follows the contiguous done prefix (`delivered`)
+/// up to `size`, so the hash is ready when the download is. Done bytes never change.
+pub async fn follow_hash(file: Arc<FileSink>, mut delivered: watch::Receiver<u64>, size: u64) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut at = 0u64;
+    let mut open = true;
+    loop {
+        let target = (*delivered.borrow_and_update()).min(size);
+        while at < target {
+            let n = (target - at).min(4 << 20) as usize;
+            let f = file.clone();
+            let (h, r) = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                let r = f.file.read_exact_at(&mut buf, at);
+                hasher.update(&buf);
+                (hasher, r)
+            })
+            .await
+            .map_err(io::Error::other)?;
+            hasher = h;
+            r?;
+            at += n as u64;
+        }
+        if at >= size {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        if !open {
+            return Err(io::Error::other("the download ended before the file was complete"));
+        }
+        open = delivered.changed().await.is_ok();
+    }
 }
 
 /// SHA-256 (hex) of a whole file, off the runtime threads.

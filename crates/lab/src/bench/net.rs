@@ -1,0 +1,496 @@
+//! Measurements on the namespace lab: each uplink alone (the link sum), a booster node with
+//! parallel downloads, aria2c over every interface, kernel MPTCP, and an MPTCP failover.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::FromRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::files::FileSet;
+use super::procs::{self, Proc};
+use crate::netns;
+use crate::topology::{Lab, Uplink};
+
+/// Downloads `path` from `origin` over one uplink (socket bound to its device, created in its
+/// node's namespace) for `dur`, or until the body ends. Returns (body bytes, seconds).
+fn download_for(
+    ns: &str,
+    iface: &str,
+    origin: SocketAddrV4,
+    path: &str,
+    dur: Duration,
+) -> Result<JoinHandle<Result<(u64, f64)>>> {
+    let (iface, path) = (iface.to_owned(), path.to_owned());
+    netns::spawn_in_netns(ns, move || -> Result<(u64, f64)> {
+        let start = Instant::now();
+        let deadline = start + dur;
+        let mut s = connect_bound(&iface, origin)?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            origin.ip()
+        )?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut head = Vec::new();
+        let mut body = 0u64;
+        let mut in_body = false;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            s.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
+            let n = match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(e) => return Err(e).context("reading the body"),
+            };
+            if in_body {
+                body += n as u64;
+            } else {
+                head.extend_from_slice(&buf[..n]);
+                if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let status = String::from_utf8_lossy(&head[..i]);
+                    if !status.starts_with("HTTP/1.1 200") {
+                        bail!("origin answered {:?}", status.lines().next());
+                    }
+                    body += (head.len() - i - 4) as u64;
+                    in_body = true;
+                }
+            }
+        }
+        Ok((body, start.elapsed().as_secs_f64()))
+    })
+}
+
+/// A TCP connection bound to device `iface` (SO_BINDTODEVICE), in the calling thread's namespace.
+fn connect_bound(iface: &str, to: SocketAddrV4) -> Result<TcpStream> {
+    // SAFETY: plain socket syscalls on a descriptor we own; it is wrapped in a TcpStream (which
+    // closes it) right after creation.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let name = iface.as_bytes();
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error()).context(format!("binding to {iface}"));
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*to.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        if libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error()).context(format!("connecting to {to} over {iface}"));
+        }
+        Ok(stream)
+    }
+}
+
+/// Each uplink alone, all at the same time, for `dur`: bytes/s per uplink, in uplink order.
+pub fn link_sum(lab: &Lab, origin: SocketAddrV4, path: &str, dur: Duration) -> Result<Vec<f64>> {
+    let handles = lab
+        .uplinks()
+        .iter()
+        .map(|u| download_for(&u.node_ns, &u.iface, origin, path, dur))
+        .collect::<Result<Vec<_>>>()?;
+    let mut rates = Vec::new();
+    for (h, u) in handles.into_iter().zip(lab.uplinks()) {
+        let (bytes, secs) = h
+            .join()
+            .map_err(|_| anyhow!("link-sum thread of {} panicked", u.iface))?
+            .with_context(|| format!("measuring {} alone", u.iface))?;
+        rates.push(bytes as f64 / secs);
+    }
+    procs::check_interrupt()?;
+    Ok(rates)
+}
+
+/// Counter samples: (seconds since start, rx bytes of every uplink).
+pub type Samples = Vec<(f64, Vec<u64>)>;
+
+/// Samples every uplink's rx counter every 250 ms on a thread, for plots.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Samples>>,
+}
+
+impl Sampler {
+    pub fn start(uplinks: &[Uplink]) -> Sampler {
+        let ifs: Vec<(String, String)> = uplinks.iter().map(|u| (u.node_ns.clone(), u.iface.clone())).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut out = Vec::new();
+            let mut next = t0;
+            while !flag.load(Ordering::SeqCst) {
+                let v = ifs
+                    .iter()
+                    .map(|(ns, i)| netns::counters(ns, i).map(|c| c.0).unwrap_or(0))
+                    .collect();
+                out.push((t0.elapsed().as_secs_f64(), v));
+                next += Duration::from_millis(250);
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+            }
+            out
+        });
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn finish(mut self) -> Samples {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// rx bytes of every uplink (node side), in uplink order.
+pub fn rx_counters(lab: &Lab) -> Result<Vec<u64>> {
+    lab.uplinks()
+        .iter()
+        .map(|u| lab.counters(&u.node, &u.iface).map(|c| c.0))
+        .collect()
+}
+
+/// A running booster node.
+pub struct Booster {
+    pub proc: Proc,
+    pub ns: String,
+    pub proxy: SocketAddr,
+    pub api: SocketAddr,
+}
+
+impl Booster {
+    /// `booster start --iface … --listen … --api … --probe-target … --data-dir …` in `ns`
+    /// ("" = ours), then waits until `want_usable` uplinks are usable (at most 20 s).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        binary: &Path,
+        ns: &str,
+        ifaces: &[String],
+        proxy: SocketAddr,
+        api: SocketAddr,
+        probe_target: &str,
+        data_dir: &Path,
+        log: &Path,
+    ) -> Result<Booster> {
+        let mut cmd = if ns.is_empty() {
+            std::process::Command::new(binary)
+        } else {
+            netns::exec(ns, &binary.to_string_lossy())
+        };
+        cmd.arg("start");
+        for i in ifaces {
+            cmd.arg("--iface").arg(i);
+        }
+        cmd.arg("--listen")
+            .arg(proxy.to_string())
+            .arg("--api")
+            .arg(api.to_string())
+            .arg("--probe-target")
+            .arg(probe_target)
+            .arg("--data-dir")
+            .arg(data_dir);
+        cmd.env("RUST_LOG", "warn").env("NO_COLOR", "1");
+        let mut proc = Proc::spawn("booster", &mut cmd, Some(log))?;
+        procs::wait_listening(ns, proxy, &mut proc, Duration::from_secs(20))?;
+        let mut b = Booster {
+            proc,
+            ns: ns.to_owned(),
+            proxy,
+            api,
+        };
+        b.wait_usable(ifaces.len(), Duration::from_secs(20))?;
+        Ok(b)
+    }
+
+    /// Waits until `/api/health` reports `n` usable uplinks; warns (does not fail) on timeout.
+    fn wait_usable(&mut self, n: usize, timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < end {
+            self.proc.ensure_running()?;
+            if let Ok((200, body)) = procs::http_get(&self.ns, self.api, "/api/health") {
+                let usable = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("usable_sources").and_then(|u| u.as_u64()))
+                    .unwrap_or(0);
+                if usable as usize >= n {
+                    return Ok(());
+                }
+                last = body;
+            }
+            procs::sleep(Duration::from_millis(200))?;
+        }
+        eprintln!("  warning: booster reports fewer than {n} usable uplinks after {timeout:?}: {last}");
+        Ok(())
+    }
+
+    /// The node's `/api/status` as JSON.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let (code, body) = procs::http_get(&self.ns, self.api, "/api/status")?;
+        anyhow::ensure!(code == 200, "/api/status answered {code}");
+        Ok(serde_json::from_str(&body)?)
+    }
+}
+
+/// One round of parallel downloads through the proxy.
+pub struct Round {
+    pub bytes: u64,
+    pub secs: f64,
+}
+
+/// `names.len()` curls at once through the SOCKS5 proxy, each to its own file under `out`;
+/// verified, then deleted. Throughput = all bytes / time until the last one finished.
+pub fn parallel_round(
+    ns: &str,
+    proxy: SocketAddr,
+    base: &str,
+    files: &FileSet,
+    names: &[String],
+    out: &Path,
+    timeout: Duration,
+) -> Result<Round> {
+    std::fs::create_dir_all(out)?;
+    let t0 = Instant::now();
+    let mut procs_ = Vec::new();
+    for name in names {
+        let mut cmd = procs::curl(ns);
+        cmd.arg("-x")
+            .arg(format!("socks5h://{proxy}"))
+            .arg("--max-time")
+            .arg(timeout.as_secs().to_string())
+            .arg("-o")
+            .arg(out.join(name))
+            .arg("-w")
+            .arg(procs::CURL_W)
+            .arg(format!("{base}{}", files.path(name)));
+        procs_.push(Proc::spawn_piped(&format!("curl {name}"), &mut cmd)?);
+    }
+    let end = t0 + timeout + Duration::from_secs(5);
+    let mut done = vec![false; procs_.len()];
+    let mut last = t0;
+    while done.iter().any(|d| !d) {
+        for (p, d) in procs_.iter_mut().zip(done.iter_mut()) {
+            if !*d && p.try_wait()?.is_some() {
+                *d = true;
+                last = Instant::now();
+            }
+        }
+        if Instant::now() > end {
+            bail!("parallel downloads did not finish within {timeout:?}");
+        }
+        procs::check_interrupt()?;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let secs = (last - t0).as_secs_f64();
+    let mut bytes = 0;
+    for (p, name) in procs_.iter_mut().zip(names) {
+        let status = p.try_wait()?.ok_or_else(|| anyhow!("curl still running"))?;
+        let (o, e) = p.output();
+        if !status.success() {
+            bail!("curl {name} through the proxy failed ({status}): {}", e.trim());
+        }
+        let (n, _, code) = procs::parse_curl_w(&o)?;
+        anyhow::ensure!(code == 200, "curl {name}: HTTP {code}");
+        let path = out.join(name);
+        files.verify(name, &path)?;
+        let _ = std::fs::remove_file(&path);
+        bytes += n;
+    }
+    Ok(Round { bytes, secs })
+}
+
+/// One timed download by an external tool (aria2c, mptcpize curl) into `out/name`, verified.
+/// Returns bytes/s measured from spawn to exit.
+pub fn timed_download(
+    mut cmd: std::process::Command,
+    what: &str,
+    files: &FileSet,
+    name: &str,
+    out: &Path,
+    timeout: Duration,
+) -> Result<(f64, f64)> {
+    let target = out.join(name);
+    let _ = std::fs::remove_file(&target);
+    let t0 = Instant::now();
+    let mut p = Proc::spawn_piped(what, &mut cmd)?;
+    let status = p.wait_timeout(timeout)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let (o, e) = p.output();
+    if !status.success() {
+        bail!("{what} failed ({status}): {} {}", o.trim(), e.trim());
+    }
+    files.verify(name, &target)?;
+    let _ = std::fs::remove_file(&target);
+    Ok((files.get(name).size as f64 / secs, secs))
+}
+
+/// `aria2c --multiple-interface=… -x16 -s16 -k1M` in `ns`.
+pub fn aria2_cmd(ns: &str, ifaces: &[String], url: &str, out: &Path, name: &str) -> std::process::Command {
+    let mut cmd = netns::exec(ns, "aria2c");
+    for v in ["http_proxy", "all_proxy", "ALL_PROXY"] {
+        cmd.env_remove(v);
+    }
+    cmd.arg(format!("--multiple-interface={}", ifaces.join(",")))
+        .args(["-x16", "-s16", "-k1M"])
+        .args([
+            "--allow-overwrite=true",
+            "--auto-file-renaming=false",
+            "--file-allocation=none",
+            "--summary-interval=0",
+            "--console-log-level=warn",
+            "--download-result=hide",
+            "--connect-timeout=10",
+            "--timeout=30",
+            "--max-tries=3",
+            "--no-conf=true",
+        ])
+        .arg("-d")
+        .arg(out)
+        .arg("-o")
+        .arg(name)
+        .arg(url);
+    cmd
+}
+
+/// `mptcpize run curl … URL -o out/name` in `ns`.
+pub fn mptcp_curl_cmd(ns: &str, url: &str, out: &Path, name: &str, max_secs: u64) -> std::process::Command {
+    let mut cmd = netns::exec(ns, "mptcpize");
+    for v in ["http_proxy", "all_proxy", "ALL_PROXY"] {
+        cmd.env_remove(v);
+    }
+    cmd.args(["run", "curl", "-q", "-sS", "--connect-timeout", "10"])
+        .arg("--max-time")
+        .arg(max_secs.to_string())
+        .arg("-o")
+        .arg(out.join(name))
+        .arg(url);
+    cmd
+}
+
+/// Configures kernel MPTCP for the lab: limits on both ends, one subflow endpoint per uplink
+/// of the `home` node. Returns why it cannot be used, if it cannot.
+pub fn setup_mptcp(lab: &Lab) -> Result<()> {
+    let home = lab.node_ns("home").to_owned();
+    let inet = lab.internet_ns().to_owned();
+    for ns in [&home, &inet] {
+        let enabled = netns::in_netns(ns, || std::fs::read_to_string("/proc/sys/net/mptcp/enabled"))?
+            .context("this kernel has no MPTCP (no /proc/sys/net/mptcp/enabled)")?;
+        if enabled.trim() != "1" {
+            netns::sysctls(ns, &[("net/mptcp/enabled", "1")])?;
+        }
+        netns::ip(
+            ns,
+            &["mptcp", "limits", "set", "subflow", "8", "add_addr_accepted", "8"],
+        )
+        .context("ip mptcp limits (iproute2 too old?)")?;
+    }
+    for u in lab.uplinks().iter().filter(|u| u.node_ns == home) {
+        let addr = u.addr.to_string();
+        netns::ip(&home, &["mptcp", "endpoint", "add", &addr, "dev", &u.iface, "subflow"])?;
+    }
+    Ok(())
+}
+
+/// Whether MPTCP spread a transfer: per-uplink rx deltas, and true when more than one uplink
+/// carried at least 5% of the bytes.
+pub fn spread(before: &[u64], after: &[u64]) -> (Vec<u64>, bool) {
+    let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a.saturating_sub(*b)).collect();
+    let total: u64 = d.iter().sum();
+    let busy = d.iter().filter(|x| **x * 20 >= total.max(1)).count();
+    (d, busy > 1)
+}
+
+/// The MPTCP failover run: one download, the given uplink blackholed for `hole` starting
+/// `at` into the transfer. Returns seconds taken.
+#[allow(clippy::too_many_arguments)]
+pub fn mptcp_failover(
+    lab: &Lab,
+    uplink: &Uplink,
+    url: &str,
+    files: &FileSet,
+    name: &str,
+    out: &Path,
+    at: Duration,
+    hole: Duration,
+) -> Result<f64> {
+    let target = out.join(name);
+    let _ = std::fs::remove_file(&target);
+    let mut cmd = mptcp_curl_cmd(&uplink.node_ns, url, out, name, 180);
+    let t0 = Instant::now();
+    let mut p = Proc::spawn_piped("mptcpize curl (failover)", &mut cmd)?;
+    // Restore the link whatever happens below.
+    struct Restore<'a>(&'a Lab, &'a Uplink);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.restore(&self.1.node, &self.1.iface);
+        }
+    }
+    procs::sleep(at)?;
+    if p.try_wait()?.is_some() {
+        bail!("the transfer ended before the blackhole started");
+    }
+    let guard = Restore(lab, uplink);
+    lab.blackhole(&uplink.node, &uplink.iface)?;
+    procs::sleep(hole)?;
+    drop(guard);
+    let status = p.wait_timeout(Duration::from_secs(180))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let (o, e) = p.output();
+    if !status.success() {
+        bail!("mptcpize curl failed ({status}): {} {}", o.trim(), e.trim());
+    }
+    files.verify(name, &target)?;
+    let _ = std::fs::remove_file(&target);
+    Ok(secs)
+}
+
+/// The origin's socket address for a port.
+pub fn origin_addr(lab: &Lab, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(lab.origin_ip(), port)
+}
+
+/// Loopback address helper.
+pub fn lo(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}

@@ -1,0 +1,664 @@
+//! The bench's results: the table on stdout, `docs/benchmarks.md` and the SVG plot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::plot;
+use crate::profile::Profile;
+
+/// One throughput line of the main table: samples in bytes/s (one per run), or why not.
+pub struct Row {
+    pub what: String,
+    pub samples: Vec<f64>,
+    /// Why there are no samples (tool missing, not built yet, failed).
+    pub skip: Option<String>,
+}
+
+impl Row {
+    pub fn new(what: &str) -> Row {
+        Row {
+            what: what.to_owned(),
+            samples: Vec::new(),
+            skip: None,
+        }
+    }
+
+    pub fn skipped(what: &str, why: &str) -> Row {
+        Row {
+            what: what.to_owned(),
+            samples: Vec::new(),
+            skip: Some(why.to_owned()),
+        }
+    }
+}
+
+/// Per-uplink bytes of one transfer, in uplink order.
+pub type Split = Vec<u64>;
+
+/// The failover run (MPTCP anchor).
+pub struct Failover {
+    pub link: String,
+    pub size_mb: f64,
+    pub secs: f64,
+    pub ideal_secs: f64,
+}
+
+/// Loopback results.
+#[derive(Default)]
+pub struct Loopback {
+    pub origin: String,
+    pub direct: Vec<f64>,
+    pub proxied: Vec<f64>,
+    /// (direct µs, through proxy µs) per connect pair.
+    pub latency: Vec<(f64, f64)>,
+    pub idle_n: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub rss_closed_kib: u64,
+    pub rss_reopened_kib: u64,
+    pub clients_open: Option<u64>,
+    pub idle_error: Option<String>,
+    pub notes: Vec<String>,
+}
+
+pub struct Results {
+    pub profile: Profile,
+    pub runs: usize,
+    pub quick: bool,
+    pub command: String,
+    pub date: String,
+    pub machine: String,
+    pub origin: String,
+    pub booster_version: String,
+    pub link_names: Vec<String>,
+    /// Per run, per uplink: bytes/s alone (all at once).
+    pub alone: Vec<Vec<f64>>,
+    pub alone_secs: u64,
+    pub rows: Vec<Row>,
+    pub booster_splits: Vec<Split>,
+    pub booster_parallel: usize,
+    pub booster_file_mb: u64,
+    pub mptcp_splits: Vec<Split>,
+    pub aria_splits: Vec<Split>,
+    pub failover: Result<Failover, String>,
+    pub loopback: Result<Loopback, String>,
+    pub notes: Vec<String>,
+    pub elapsed_secs: f64,
+}
+
+/// The first line of a (possibly multi-line) error, for tables.
+pub fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_owned()
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+/// The best makespan-limited throughput when `n` equal downloads of `size` bytes all start at
+/// once and each is pinned to one link for its whole life (connection-level balancing).
+/// Returns (bytes/s, assignment).
+pub fn integer_ceiling(rates: &[f64], n: usize, size: f64) -> (f64, Vec<usize>) {
+    fn go(rates: &[f64], left: usize, cur: &mut Vec<usize>, size: f64, best: &mut (f64, Vec<usize>), total: f64) {
+        if cur.len() + 1 == rates.len() {
+            cur.push(left);
+            let makespan = cur
+                .iter()
+                .zip(rates)
+                .map(|(k, r)| *k as f64 * size / r)
+                .fold(0.0, f64::max);
+            let rate = total / makespan;
+            if rate > best.0 {
+                *best = (rate, cur.clone());
+            }
+            cur.pop();
+            return;
+        }
+        for k in 0..=left {
+            cur.push(k);
+            go(rates, left - k, cur, size, best, total);
+            cur.pop();
+        }
+    }
+    let mut best = (0.0, vec![0; rates.len()]);
+    if rates.is_empty() || rates.iter().any(|r| *r <= 0.0) {
+        return best;
+    }
+    go(rates, n, &mut Vec::new(), size, &mut best, n as f64 * size);
+    best
+}
+
+impl Results {
+    fn sums(&self) -> Vec<f64> {
+        self.alone.iter().map(|r| r.iter().sum()).collect()
+    }
+
+    fn bests(&self) -> Vec<f64> {
+        self.alone
+            .iter()
+            .map(|r| r.iter().copied().fold(0.0, f64::max))
+            .collect()
+    }
+
+    fn link_median(&self, i: usize) -> f64 {
+        median(&self.alone.iter().map(|r| r[i]).collect::<Vec<_>>())
+    }
+
+    fn best_name(&self) -> String {
+        let meds: Vec<f64> = (0..self.link_names.len()).map(|i| self.link_median(i)).collect();
+        let i = meds
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        self.link_names[i].clone()
+    }
+
+    /// The table lines: (what, median MB/s, min–max, % of link sum, × best link).
+    fn table(&self) -> Vec<[String; 5]> {
+        let sum = median(&self.sums());
+        let best = median(&self.bests());
+        let line = |what: &str, v: &[f64]| -> [String; 5] {
+            let m = median(v);
+            let (lo, hi) = min_max(v);
+            [
+                what.to_owned(),
+                format!("{:.2}", m / 1e6),
+                format!("{:.2}–{:.2}", lo / 1e6, hi / 1e6),
+                format!("{:.0}%", m / sum * 100.0),
+                format!("{:.2}×", m / best),
+            ]
+        };
+        let mut t = Vec::new();
+        t.push(line("each uplink alone, all at once (the **link sum**)", &self.sums()));
+        for (i, n) in self.link_names.iter().enumerate() {
+            let v: Vec<f64> = self.alone.iter().map(|r| r[i]).collect();
+            t.push(line(&format!("  {n} alone"), &v));
+        }
+        t.push(line(
+            &format!("best single uplink ({})", self.best_name()),
+            &self.bests(),
+        ));
+        for r in &self.rows {
+            if r.samples.is_empty() {
+                let why = first_line(r.skip.as_deref().unwrap_or("no result"));
+                t.push([r.what.clone(), "–".into(), "–".into(), why, String::new()]);
+            } else {
+                t.push(line(&r.what, &r.samples));
+            }
+        }
+        t
+    }
+
+    /// The table as plain text, for stdout.
+    pub fn print(&self) {
+        let t = self.table();
+        println!();
+        println!(
+            "`{}` profile, {} run(s), median (min–max); MB = 10^6 bytes",
+            self.profile.name, self.runs
+        );
+        println!(
+            "{:<62} {:>8} {:>13} {:>10} {:>8}",
+            "what", "MB/s", "min–max", "link sum", "× best"
+        );
+        for l in &t {
+            let what = l[0].replace("**", "");
+            if l[1] == "–" {
+                println!("{what:<62} {:>8} {}", "–", l[3]);
+            } else {
+                println!("{what:<62} {:>8} {:>13} {:>10} {:>8}", l[1], l[2], l[3], l[4]);
+            }
+        }
+        if let Some(s) = self.split_text(&self.booster_splits) {
+            println!("booster bytes per uplink (measured rounds): {s}");
+        }
+        if let Some(s) = self.split_text(&self.aria_splits) {
+            println!("aria2c bytes per uplink: {s}");
+        }
+        if let Some(s) = self.split_text(&self.mptcp_splits) {
+            println!("MPTCP bytes per uplink: {s}");
+        }
+        match &self.failover {
+            Ok(f) => println!(
+                "failover (MPTCP, {} blackholed 10 s): {:.1} s for {:.0} MB (ideal {:.1} s, lost {:.1} s), intact",
+                f.link,
+                f.secs,
+                f.size_mb,
+                f.ideal_secs,
+                f.secs - f.ideal_secs
+            ),
+            Err(e) => println!("failover: {e}"),
+        }
+        match &self.loopback {
+            Ok(l) => {
+                for line in self.loopback_lines(l) {
+                    println!("{}", line.join("  |  ").replace("**", ""));
+                }
+            }
+            Err(e) => println!("loopback: {e}"),
+        }
+        println!("bench took {:.0} s", self.elapsed_secs);
+    }
+
+    fn split_text(&self, splits: &[Split]) -> Option<String> {
+        if splits.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = splits
+            .iter()
+            .map(|s| {
+                let total: u64 = s.iter().sum::<u64>().max(1);
+                self.link_names
+                    .iter()
+                    .zip(s)
+                    .map(|(n, b)| {
+                        format!(
+                            "{n} {:.1} MB ({:.0}%)",
+                            *b as f64 / 1e6,
+                            *b as f64 / total as f64 * 100.0
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .collect();
+        Some(parts.join("; "))
+    }
+
+    fn loopback_lines(&self, l: &Loopback) -> Vec<[String; 3]> {
+        let mut v = Vec::new();
+        let gb = |x: f64| format!("{:.2} GB/s", x / 1e9);
+        let (dm, pm) = (median(&l.direct), median(&l.proxied));
+        let range = |x: &[f64]| {
+            let (a, b) = min_max(x);
+            format!("{:.2}–{:.2}", a / 1e9, b / 1e9)
+        };
+        v.push([
+            format!("curl 1 GB from {} on loopback, direct", l.origin),
+            format!("{} ({})", gb(dm), range(&l.direct)),
+            "".into(),
+        ]);
+        v.push([
+            "the same through a booster node (`--iface lo`), SOCKS5".into(),
+            format!("{} ({}), {:.0}% of direct", gb(pm), range(&l.proxied), pm / dm * 100.0),
+            "≥ 90% of direct".into(),
+        ]);
+        if !l.latency.is_empty() {
+            let diff: Vec<f64> = l.latency.iter().map(|(d, p)| p - d).collect();
+            let d: Vec<f64> = l.latency.iter().map(|x| x.0).collect();
+            let p: Vec<f64> = l.latency.iter().map(|x| x.1).collect();
+            use super::loopback::percentile as pc;
+            v.push([
+                format!(
+                    "added connect latency ({} SOCKS5 CONNECTs vs direct connects)",
+                    l.latency.len()
+                ),
+                format!(
+                    "p50 {:.0} µs, p99 {:.0} µs (direct p50 {:.0} µs; through the proxy p50 {:.0} µs, p99 {:.0} µs)",
+                    pc(&diff, 50.0),
+                    pc(&diff, 99.0),
+                    pc(&d, 50.0),
+                    pc(&p, 50.0),
+                    pc(&p, 99.0)
+                ),
+                "≤ 100 µs at p50".into(),
+            ]);
+        }
+        if let Some(e) = &l.idle_error {
+            v.push([
+                "idle proxied connections".into(),
+                format!("failed: {}", first_line(e)),
+                "bounded, small".into(),
+            ]);
+        } else if l.idle_n > 0 {
+            let per = (l.rss_after_kib as f64 - l.rss_before_kib as f64) / l.idle_n as f64;
+            let open = l
+                .clients_open
+                .map(|c| format!(", node reported {c} open"))
+                .unwrap_or_default();
+            v.push([
+                format!("{} idle proxied connections: node RSS", l.idle_n),
+                format!(
+                    "{:.1} MiB → {:.1} MiB = **{:.1} KiB per connection**{open}; {:.1} MiB after closing \
+                     them, {:.1} MiB with {} open again",
+                    l.rss_before_kib as f64 / 1024.0,
+                    l.rss_after_kib as f64 / 1024.0,
+                    per,
+                    l.rss_closed_kib as f64 / 1024.0,
+                    l.rss_reopened_kib as f64 / 1024.0,
+                    l.idle_n
+                ),
+                "bounded, small".into(),
+            ]);
+        }
+        v
+    }
+
+    /// `docs/benchmarks.md`.
+    pub fn markdown(&self, svg_name: &str) -> String {
+        let mut m = String::new();
+        let p = &self.profile;
+        let _ = writeln!(m, "# Benchmarks\n");
+        let _ = writeln!(
+            m,
+            "Written by `lab bench` (crates/lab/src/bench.rs) from a real run; every figure below \
+             comes from that run. Re-run it with:\n"
+        );
+        let _ = writeln!(m, "```sh\ncargo build --release -p booster -p booster-lab");
+        let _ = writeln!(m, "{}\n```\n", self.command);
+        let _ = writeln!(m, "- **Date:** {}", self.date);
+        let _ = writeln!(m, "- **Machine:** {}", self.machine);
+        let _ = writeln!(m, "- **booster:** {}", self.booster_version);
+        let _ = writeln!(
+            m,
+            "- **Runs:** {} per measurement{}, interleaved (run 1 of everything, then run 2, …); \
+             the table shows the median and the min–max. MB = 10^6 bytes.",
+            self.runs,
+            if self.quick { " (`--quick`)" } else { "" }
+        );
+        let links: Vec<String> = p
+            .links()
+            .map(|(n, l)| {
+                let node = if p.nodes.len() > 1 {
+                    format!("{}: ", n.name)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{node}`{}` {} Mbit/{} ms{}",
+                    l.name,
+                    l.rate_bps / 1_000_000,
+                    l.rtt.as_millis(),
+                    if l.loss > 0.0 {
+                        format!(" {:.0}% loss", l.loss * 100.0)
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            m,
+            "- **Lab:** the `{}` profile ({}) built with `Lab::build`: network namespaces, tbf for \
+             rate (both directions), a userspace delay line for RTT. Origin: {} on 10.99.0.1 in the \
+             internet namespace, serving files with known SHA-256; every download is verified.\n",
+            p.name,
+            links.join(", "),
+            self.origin
+        );
+
+        let _ = writeln!(m, "## Throughput on `{}`\n", p.name);
+        let _ = writeln!(m, "| what | MB/s (median) | min–max | % of link sum | × best link |");
+        let _ = writeln!(m, "|---|---:|---:|---:|---:|");
+        for l in self.table() {
+            let what = l[0].trim_start().to_owned();
+            let what = if l[0].starts_with("  ") {
+                format!("&nbsp;&nbsp;{what}")
+            } else {
+                what
+            };
+            let _ = writeln!(m, "| {what} | {} | {} | {} | {} |", l[1], l[2], l[3], l[4]);
+        }
+        let _ = writeln!(m);
+        let _ = writeln!(
+            m,
+            "- **Link sum:** each uplink downloads a large file alone (socket bound to its \
+             interface), all at the same time, for {} s; bytes / time per uplink. Best single \
+             link = the fastest of those.",
+            self.alone_secs
+        );
+        if !self.booster_splits.is_empty() || self.rows.iter().any(|r| r.what.contains("booster")) {
+            let _ = writeln!(
+                m,
+                "- **booster:** `booster start --iface … --listen 127.0.0.1:1080 --api \
+                 127.0.0.1:4884 --probe-target 10.99.0.1:80` in the home namespace; {} `curl -x \
+                 socks5h://127.0.0.1:1080` at once, each downloading a different {} MB file; \
+                 throughput = all bytes / time until the last one finished. The node starts \
+                 cold, so one warm-up round (the same number of 2 MB downloads) runs first to \
+                 let it learn each link's capacity. A real node remembers that across restarts \
+                 (it is kept in the data dir), so this is the steady state, not a trick. The same \
+                 node serves every run.",
+                self.booster_parallel, self.booster_file_mb
+            );
+        }
+        let _ = writeln!(
+            m,
+            "- **aria2c:** `aria2c --multiple-interface=<every uplink> -x16 -s16 -k1M`, one file, \
+             timed from start to exit.\n\
+             - **kernel MPTCP:** `mptcpize run nginx` (a second instance, port 81) in the internet \
+             namespace and `mptcpize run curl` in home; `ip mptcp limits set subflow 8 \
+             add_addr_accepted 8` on both ends and one `ip mptcp endpoint add <addr> dev <iface> \
+             subflow` per uplink; one stream."
+        );
+        if let Some(s) = self.split_text(&self.booster_splits) {
+            let _ = writeln!(m, "\n### Where booster's bytes went\n");
+            let _ = writeln!(
+                m,
+                "Bytes received per uplink (interface counters, so headers included) during each \
+                 measured round:\n"
+            );
+            let sum = median(&self.sums());
+            let _ = writeln!(m, "| run | {} |", self.link_names.join(" | "));
+            let _ = writeln!(m, "|---|{}", "---:|".repeat(self.link_names.len()));
+            for (i, split) in self.booster_splits.iter().enumerate() {
+                let total: u64 = split.iter().sum::<u64>().max(1);
+                let cells: Vec<String> = split
+                    .iter()
+                    .map(|b| format!("{:.1} MB ({:.0}%)", *b as f64 / 1e6, *b as f64 / total as f64 * 100.0))
+                    .collect();
+                let _ = writeln!(m, "| {} | {} |", i + 1, cells.join(" | "));
+            }
+            let ideal: Vec<String> = (0..self.link_names.len())
+                .map(|i| format!("{:.0}%", self.link_median(i) / sum * 100.0))
+                .collect();
+            let _ = writeln!(m, "| ideal (share of the link sum) | {} |", ideal.join(" | "));
+            let _ = s;
+        }
+        for (what, splits) in [("aria2c", &self.aria_splits), ("MPTCP", &self.mptcp_splits)] {
+            if splits.is_empty() {
+                continue;
+            }
+            let _ = writeln!(m, "\n{what}, bytes per uplink per run:\n");
+            let _ = writeln!(m, "| run | {} |", self.link_names.join(" | "));
+            let _ = writeln!(m, "|---|{}", "---:|".repeat(self.link_names.len()));
+            for (i, split) in splits.iter().enumerate() {
+                let total: u64 = split.iter().sum::<u64>().max(1);
+                let cells: Vec<String> = split
+                    .iter()
+                    .map(|b| format!("{:.1} MB ({:.0}%)", *b as f64 / 1e6, *b as f64 / total as f64 * 100.0))
+                    .collect();
+                let _ = writeln!(m, "| {} | {} |", i + 1, cells.join(" | "));
+            }
+        }
+        if !self.booster_splits.is_empty() {
+            let _ = writeln!(
+                m,
+                "\n![per-uplink throughput during booster's median measured round]({svg_name})\n\n\
+                 Per-uplink receive rate (interface counters every 250 ms) during the median \
+                 measured round of booster's parallel downloads."
+            );
+        }
+
+        let _ = writeln!(m, "\n## Failover\n");
+        match &self.failover {
+            Ok(f) => {
+                let _ = writeln!(
+                    m,
+                    "Kernel MPTCP, one {:.0} MB stream; `{}` (the fastest uplink) blackholed in \
+                     the delay line (interface up, every packet dropped) for 10 s starting 3 s in: \
+                     **{:.1} s**, file intact. The ideal with this run's link rates is {:.1} s, so \
+                     about {:.1} s were lost stalled on the dead path.\n",
+                    f.size_mb,
+                    f.link,
+                    f.secs,
+                    f.ideal_secs,
+                    f.secs - f.ideal_secs
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(m, "Kernel MPTCP: not measured ({}).\n", first_line(e));
+            }
+        }
+        let _ = writeln!(
+            m,
+            "booster: pending: bond (issue 6). The failover run of a single stream belongs to \
+             the bond, which is not built yet."
+        );
+
+        let _ = writeln!(m, "\n## Proxy data path on loopback\n");
+        match &self.loopback {
+            Ok(l) => {
+                let _ = writeln!(
+                    m,
+                    "In a fresh namespace with only `lo` (no other process shares its ports); the \
+                     node is `booster start --iface lo`.\n"
+                );
+                let _ = writeln!(m, "| what | result | target |\n|---|---|---|");
+                for line in self.loopback_lines(l) {
+                    let _ = writeln!(m, "| {} | {} | {} |", line[0], line[1], line[2]);
+                }
+                let _ = writeln!(
+                    m,
+                    "\n- Throughput: `curl -o /dev/null` of a 1 GB file, direct vs `-x \
+                     socks5h://…`; bytes / curl's `time_total`, {} run(s) each.\n\
+                     - Connect latency: a small SOCKS5 client in the bench times greeting → \
+                     method reply → CONNECT → reply, against a plain TCP connect to the same \
+                     listener, in alternating pairs after 20 warm-up pairs; the difference per \
+                     pair, as percentiles.\n\
+                     - Idle connections: SOCKS5 CONNECTs to a loopback listener that accepts and \
+                     holds them; the node's VmRSS from `/proc/<pid>/status` before and after, \
+                     1 s after the last was accepted. Kernel socket buffers are not in RSS. \
+                     After closing them all, the same number is opened again: RSS that does not \
+                     grow the second time means the freed memory is kept by the allocator for \
+                     reuse (glibc does not hand it back to the OS), not leaked.",
+                    l.direct.len()
+                );
+                for n in &l.notes {
+                    let _ = writeln!(m, "- {n}");
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(m, "Not measured: {}.", first_line(e));
+            }
+        }
+
+        let _ = writeln!(m, "\n## Anchors (for reference)\n");
+        let _ = writeln!(
+            m,
+            "Measured earlier on the same kind of lab (from `shared/anchors.md`, not re-measured \
+             except where the table above has a row for them):\n"
+        );
+        let _ = writeln!(m, "{ANCHORS}");
+
+        let _ = writeln!(m, "\n## Notes\n");
+        for n in &self.notes {
+            let _ = writeln!(m, "- {n}");
+        }
+        let _ = writeln!(m, "\nThe whole bench took {:.0} s.", self.elapsed_secs);
+        m
+    }
+
+    /// Writes the markdown and the plot (`samples`: the plotted booster round).
+    pub fn write(&self, md: &Path, svg: &Path, samples: &[(f64, Vec<u64>)]) -> Result<()> {
+        if let Some(dir) = md.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let svg_name = svg
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::fs::write(md, self.markdown(&svg_name))?;
+        if !samples.is_empty() {
+            let series: Vec<plot::Series> = self
+                .link_names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let rate = self
+                        .profile
+                        .links()
+                        .find(|(node, l)| l.name == n || format!("{}/{}", node.name, l.name) == *n)
+                        .map(|(_, l)| l.rate_bps / 1_000_000)
+                        .unwrap_or(0);
+                    plot::Series {
+                        label: format!("{n} ({rate} Mbit/s)"),
+                        points: plot::rates_mbit(&samples.iter().map(|(t, v)| (*t, v[i])).collect::<Vec<_>>()),
+                    }
+                })
+                .collect();
+            plot::line_chart_svg(
+                svg,
+                &format!(
+                    "booster on `{}`: {} parallel {} MB downloads, receive rate per uplink",
+                    self.profile.name, self.booster_parallel, self.booster_file_mb
+                ),
+                "Mbit/s",
+                &series,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The reference figures of `shared/anchors.md`.
+const ANCHORS: &str = "\
+| what | result | share of link sum |
+|---|---|---|
+| each uplink alone, all at once (the link sum) | 0.47 + 2.30 + 2.32 = 5.09 MB/s | 100% |
+| best single uplink | 2.30 MB/s | 45% |
+| aria2c 1.36 `--multiple-interface`, `-x16 -s16 -k1M`, one 50 MB download | 3.1–3.3 MB/s | 61–64% |
+| kernel MPTCP (`mptcpize` curl ↔ nginx), one stream | 4.75–4.90 MB/s | 93–96% |
+| aggligator 0.18 `agg-tunnel`, one stream | 4.32–4.41 MB/s | 85–87% |
+| original booster (Go 0.5.4) on `peers`: one download | 2.2 MB/s | 44% |
+| original booster on `peers`: 12 parallel 10 MB downloads | 1.9 MB/s | 38% |
+
+- Failover, one 4G uplink blackholed 10 s in a 50 MB single stream: MPTCP 18.4 s, aggligator \
+18.2 s, ideal about 14.4 s.
+- Loopback, curl of 1 GB from nginx: direct 2.5–3.0 GB/s; through microsocks 0.25 GB/s (~10%). \
+Published: fast-socks5 ~1.6 GiB/s and ~90 µs added connect latency at p50.
+- **Targets:** parallel connections ≥ 95% of the link sum; proxy data path ≥ 90% of direct and \
+≤ 100 µs added connect latency at p50; 10,000 connections with bounded memory.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn integer_ceiling_of_the_home_profile() {
+        // 0.5 + 2.5 + 2.5 MB/s, 12 × 10 MB: 1/5/6 (or 0/6/6) finishes in 24 s → 5.0 MB/s (91%).
+        let (rate, split) = integer_ceiling(&[0.5e6, 2.5e6, 2.5e6], 12, 10e6);
+        assert!((rate - 5.0e6).abs() < 1.0, "{rate}");
+        assert_eq!(split.iter().sum::<usize>(), 12);
+        // Slightly unequal 4G links: only 1/5/6 reaches the best makespan.
+        let (_, split) = integer_ceiling(&[0.50e6, 2.37e6, 2.39e6], 12, 10e6);
+        assert_eq!(split, [1, 5, 6]);
+    }
+}
