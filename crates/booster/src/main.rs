@@ -33,6 +33,8 @@ enum Command {
     Disconnect(cmd::peers::DisconnectArgs),
     /// Download one HTTP(S) file over every uplink at once, by byte ranges.
     Get(Box<cmd::get::GetArgs>),
+    /// Run the thesis's speedtest jobs (JSON) through a node and plot per-source throughput.
+    Speedtest(cmd::speedtest::SpeedtestArgs),
     /// Run the whole system on emulated uplinks (no root, no setup) and compare it with each link.
     Demo(cmd::demo::DemoArgs),
 }
@@ -47,7 +49,8 @@ fn main() -> ExitCode {
         }
     };
     // The demo prints its own story; its node only logs problems unless asked.
-    let quiet = cli.quiet || matches!(cli.command, Command::Demo(_));
+    // The demo, get and speedtest print their own story; their nodes only log problems.
+    let quiet = cli.quiet || matches!(cli.command, Command::Demo(_) | Command::Get(_) | Command::Speedtest(_));
     let level = match (quiet, cli.verbose) {
         (_, 1) => "debug",
         (_, 2..) => "trace",
@@ -72,7 +75,11 @@ fn main() -> ExitCode {
             Command::Start(a) => cmd::start::run(*a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
-            Command::Get(a) => cmd::get::run(*a).await,
+            Command::Get(mut a) => {
+                a.quiet |= cli.quiet;
+                cmd::get::run(*a).await
+            }
+            Command::Speedtest(a) => cmd::speedtest::run(a).await,
             Command::Connect(a) => cmd::peers::connect(a).await,
             Command::Disconnect(a) => cmd::peers::disconnect(a).await,
         }

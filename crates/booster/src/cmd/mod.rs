@@ -3,5 +3,6 @@
 pub mod demo;
 pub mod get;
 pub mod peers;
+pub mod speedtest;
 pub mod start;
 pub mod status;
