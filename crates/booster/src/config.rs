@@ -115,6 +115,21 @@ pub struct FileConfig {
     /// Announce and discover nodes on the LAN by mDNS (default true).
     pub mdns: Option<bool>,
     pub lend: Option<LendConfig>,
+    pub split: Option<SplitConfig>,
+}
+
+/// `[split]`: transparent splitting of large plain-HTTP downloads through the HTTP proxy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// Split at all (default true).
+    pub enabled: Option<bool>,
+    /// Only bodies at least this big are split (default 8MB).
+    pub min_size: Option<ByteSize>,
+    /// `Content-Type` prefixes that may be split, e.g. `"video/"` (default: any).
+    pub mime: Option<Vec<String>>,
+    /// Split requests carrying `Authorization` or `Cookie` (default false).
+    pub credentials: Option<bool>,
 }
 
 /// `[lend]`: what this node lends to the peers that borrow its uplinks.
@@ -183,6 +198,20 @@ pub struct Config {
     pub peers: Vec<String>,
     pub mdns: bool,
     pub lend: Lend,
+    pub split: Split,
+}
+
+/// Default `[split] min_size`.
+pub const DEFAULT_SPLIT_MIN_SIZE: u64 = 8_000_000;
+
+/// Resolved `[split]` settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Split {
+    pub enabled: bool,
+    pub min_size: u64,
+    /// Lowercased `Content-Type` prefixes; `None`: any type.
+    pub mime: Option<Vec<String>>,
+    pub credentials: bool,
 }
 
 /// Resolved lending limits.
@@ -469,6 +498,25 @@ impl Config {
             cap: lend_file.cap.map(|c| c.0),
         };
 
+        let split_file = file.split.unwrap_or_default();
+        let split = Split {
+            enabled: split_file.enabled.unwrap_or(true),
+            min_size: split_file.min_size.map_or(DEFAULT_SPLIT_MIN_SIZE, |b| b.0),
+            mime: split_file
+                .mime
+                .map(|v| v.iter().map(|m| m.trim().to_ascii_lowercase()).collect::<Vec<_>>()),
+            credentials: split_file.credentials.unwrap_or(false),
+        };
+        if split
+            .mime
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.iter().any(|m| m.is_empty()))
+        {
+            return Err(invalid(
+                "split.mime: list one or more Content-Type prefixes such as \"video/\", or leave it out".into(),
+            ));
+        }
+
         let d = |v: Option<Dur>, default: u64| v.map(|d| d.0).unwrap_or(Duration::from_millis(default));
         let cfg = Config {
             listen,
@@ -496,6 +544,7 @@ impl Config {
             peers,
             mdns: file.mdns.unwrap_or(true) && !flags.no_mdns,
             lend,
+            split,
         };
         if cfg.max_connections == 0 {
             return Err(invalid("max_connections must be at least 1".into()));
@@ -584,5 +633,20 @@ hosts = ["*.example.com", "10.0.0.0/8"]
         assert_eq!(cfg.uplinks[0].cap, Some(ByteSize(2_000_000_000)));
         assert_eq!(cfg.connect_timeout, Duration::from_secs(3));
         assert_eq!(cfg.policies.len(), 1);
+    }
+
+    #[test]
+    fn split_defaults_and_keys() {
+        let cfg = Config::build(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(cfg.split.enabled && !cfg.split.credentials && cfg.split.mime.is_none());
+        assert_eq!(cfg.split.min_size, DEFAULT_SPLIT_MIN_SIZE);
+        let text = "[split]\nenabled = false\nmin_size = \"1MiB\"\nmime = [\"Video/\"]\ncredentials = true\n";
+        let cfg = Config::build(FileConfig::parse(text).unwrap(), Overrides::default()).unwrap();
+        assert!(!cfg.split.enabled && cfg.split.credentials);
+        assert_eq!(cfg.split.min_size, 1 << 20);
+        assert_eq!(cfg.split.mime, Some(vec!["video/".to_string()]));
+        let err = Config::build(FileConfig::parse("[split]\nmime = []\n").unwrap(), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("split.mime"), "{err}");
+        assert!(FileConfig::parse("[split]\nmin_sise = 3\n").is_err());
     }
 }

@@ -24,11 +24,12 @@ mod http;
 mod sink;
 
 pub use connect::{tls_config, BoxFuture, Connector, NodeConnector, ProxyConnector, Stream};
+pub use http::content_range;
 pub use http::Url;
 pub use proto::range::PlannerConfig;
-pub use sink::{part_paths, ResumeState};
+pub use sink::{part_paths, validator, ResumeState};
 
-use http::{content_range, header_str, unsatisfied_size, Conn, Scheme};
+use http::{header_str, unsatisfied_size, Conn, Scheme};
 use proto::http::ResponseHead;
 use proto::range::Planner;
 use sink::Sink;
@@ -363,6 +364,80 @@ pub async fn download(req: Request, connector: Arc<dyn Connector>, opts: Options
             }
         }
     }
+}
+
+/// The rest of an entity whose first bytes went out another way: the proxy's transparent split,
+/// whose own ranged request was the probe.
+pub struct Rest {
+    /// `http://` URL of the entity (no redirects are followed).
+    pub url: String,
+    /// Extra request headers sent with every request.
+    pub headers: Vec<(String, String)>,
+    /// First byte to fetch; bytes before it are already delivered.
+    pub start: u64,
+    /// The entity's size, from the probe's `Content-Range`.
+    pub size: u64,
+    /// `If-Range` value (the probe's strong ETag or Last-Modified): a changed entity fails the
+    /// fetch instead of mixing two versions.
+    pub validator: String,
+}
+
+/// Fetches `[rest.start, rest.size)` by ranges over every source of `connector`, sending each
+/// chunk as `(offset, bytes)` to `tx` (read it with [`write_ordered`]). Planner window:
+/// `opts.planner.window`, else [`STREAM_WINDOW`]. Returns when every byte was sent.
+pub async fn fetch_rest(
+    rest: Rest,
+    connector: Arc<dyn Connector>,
+    opts: Options,
+    tx: tokio::sync::mpsc::Sender<(u64, Vec<u8>)>,
+) -> Result<(), FetchError> {
+    let url = Url::parse(&rest.url)?;
+    if url.scheme != Scheme::Http {
+        return Err(FetchError::Usage(
+            "only http:// entities can be fetched as a rest".into(),
+        ));
+    }
+    let names = connector.sources();
+    if names.is_empty() {
+        return Err(FetchError::NoSources);
+    }
+    opts.stats.init(&names);
+    opts.stats.size.store(rest.size, Relaxed);
+    opts.stats.size_known.store(true, Relaxed);
+    opts.stats.ranged.store(true, Relaxed);
+    opts.stats.resumed.store(rest.start, Relaxed);
+    let ctx = Ctx {
+        connector,
+        tls: None,
+        headers: rest.headers,
+        opts,
+        names,
+    };
+    let mut cfg = ctx.opts.planner.clone();
+    cfg.window = cfg.window.or(Some(STREAM_WINDOW));
+    let mut planner = Planner::new(rest.size, cfg);
+    planner.mark_done(0, rest.start);
+    let job = engine::Job {
+        url,
+        validator: Some(rest.validator),
+        size: rest.size,
+        sink: Sink::Ordered(tx),
+        planner,
+        first: (0, engine::First::Fresh, (rest.start, rest.start)),
+        state: None,
+        delivered: None,
+    };
+    engine::run(&ctx, job).await
+}
+
+/// Writes what [`fetch_rest`] sends to `out` in order, from offset `start`, with a bounded
+/// reorder buffer. Returns the offset reached (`size` when complete).
+pub async fn write_ordered<W: AsyncWrite + Unpin>(
+    rx: tokio::sync::mpsc::Receiver<(u64, Vec<u8>)>,
+    out: W,
+    start: u64,
+) -> io::Result<u64> {
+    Ok(sink::ordered_writer_from(rx, out, start).await?.written)
 }
 
 /// The answer to the probe, on the connection that got it.

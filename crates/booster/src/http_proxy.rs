@@ -10,6 +10,7 @@ use crate::{
     dial::{DialError, Metered},
     proxy::{read_message, secret_eq, Ctx, ReadError},
     socks::SessionError,
+    split,
     target::Target,
 };
 use base64::Engine;
@@ -28,7 +29,9 @@ const BODY_CHUNK: usize = 64 * 1024;
 pub const PIN_HEADER: &str = "x-booster-source";
 
 fn pinned_source(head: &RequestHead) -> Option<String> {
-    head.header(PIN_HEADER).and_then(|v| std::str::from_utf8(v).ok()).map(|s| s.trim().to_string())
+    head.header(PIN_HEADER)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|s| s.trim().to_string())
 }
 
 /// Response headers that describe the hop, not the message.
@@ -132,51 +135,82 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                 }
                 let mut origin = head.to_origin_form(&target);
                 origin.headers.retain(|h| !h.name.eq_ignore_ascii_case(PIN_HEADER));
+                // Transparent splitting: an eligible request asks for its first piece only; the
+                // answer decides (see `split`).
+                let mut split_plan = split::plan(ctx, &head, &target, &origin, framing, pin.is_some());
+                let plain_origin = split_plan.as_ref().map(|_| origin.clone());
+                if split_plan.is_some() {
+                    origin.headers.push(split::probe_range());
+                }
                 let mut reused = upstream.is_some();
-                // A reused upstream may have been closed by the server meanwhile; a request
-                // without a body is then safely sent again on a fresh connection, once.
+                let mut split_go = None;
                 let (resp, mut rbuf, request_done) = loop {
-                    if upstream.is_none() {
-                        match balancer::connect_pinned(node, &t, ctx.scorer.as_ref(), pin.as_deref()).await {
-                            Ok(conn) => {
-                                upstream = Some(Upstream {
-                                    host: host.clone(),
-                                    port: *port,
-                                    conn,
-                                })
+                    // A reused upstream may have been closed by the server meanwhile; a request
+                    // without a body is then safely sent again on a fresh connection, once.
+                    let (resp, rbuf, request_done) = loop {
+                        if upstream.is_none() {
+                            match balancer::connect_pinned(node, &t, ctx.scorer.as_ref(), pin.as_deref()).await {
+                                Ok(conn) => {
+                                    upstream = Some(Upstream {
+                                        host: host.clone(),
+                                        port: *port,
+                                        conn,
+                                    })
+                                }
+                                Err(e) => return dial_failed(&mut client, peer, &t, e).await,
                             }
-                            Err(e) => return dial_failed(&mut client, peer, &t, e).await,
                         }
-                    }
-                    let up = &mut upstream.as_mut().expect("connected above").conn;
-                    match exchange(&mut client, &mut buf, up, &origin, framing, node.config.idle_timeout).await {
-                        Ok(r) => break r,
-                        Err(Exchange::UpstreamClosed) if reused && framing == BodyFraming::None => {
+                        let up = &mut upstream.as_mut().expect("connected above").conn;
+                        match exchange(&mut client, &mut buf, up, &origin, framing, node.config.idle_timeout).await {
+                            Ok(r) => break r,
+                            Err(Exchange::UpstreamClosed) if reused && framing == BodyFraming::None => {
+                                upstream = None;
+                                reused = false;
+                            }
+                            Err(Exchange::UpstreamClosed) => {
+                                return respond(
+                                    &mut client,
+                                    502,
+                                    &[],
+                                    "the server closed the connection without a response",
+                                )
+                                .await;
+                            }
+                            Err(Exchange::Upstream(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                                return respond(&mut client, 504, &[], "the server did not answer in time").await;
+                            }
+                            Err(Exchange::Upstream(e)) => {
+                                return respond(&mut client, 502, &[], &format!("reading the response failed: {e}"))
+                                    .await
+                            }
+                            Err(Exchange::BadResponse(e)) => {
+                                return respond(&mut client, 502, &[], &format!("bad response from the server: {e}"))
+                                    .await
+                            }
+                            Err(Exchange::BadRequest(e)) => {
+                                return respond(&mut client, e.status(), &[], &format!("bad request body: {e}")).await
+                            }
+                            Err(Exchange::Client(e)) => return Err(e.into()),
+                        }
+                    };
+                    let Some(plan) = split_plan.take() else {
+                        break (resp, rbuf, request_done);
+                    };
+                    let rframing = resp.body_framing(&head.method).unwrap_or(BodyFraming::UntilClose);
+                    match split::decide(ctx, &resp, rframing) {
+                        split::Decision::Split { first, size, validator } => {
+                            split_go = Some((plan, (first, size, validator)));
+                            break (resp, rbuf, request_done);
+                        }
+                        split::Decision::Whole => break (split::as_full(&resp), rbuf, request_done),
+                        split::Decision::Forward => break (resp, rbuf, request_done),
+                        split::Decision::Retry => {
+                            // Not split after all: drop that answer with its connection, and ask
+                            // again exactly as the client did.
                             upstream = None;
                             reused = false;
+                            origin = plain_origin.clone().expect("kept with the plan");
                         }
-                        Err(Exchange::UpstreamClosed) => {
-                            return respond(
-                                &mut client,
-                                502,
-                                &[],
-                                "the server closed the connection without a response",
-                            )
-                            .await;
-                        }
-                        Err(Exchange::Upstream(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                            return respond(&mut client, 504, &[], "the server did not answer in time").await;
-                        }
-                        Err(Exchange::Upstream(e)) => {
-                            return respond(&mut client, 502, &[], &format!("reading the response failed: {e}")).await
-                        }
-                        Err(Exchange::BadResponse(e)) => {
-                            return respond(&mut client, 502, &[], &format!("bad response from the server: {e}")).await
-                        }
-                        Err(Exchange::BadRequest(e)) => {
-                            return respond(&mut client, e.status(), &[], &format!("bad request body: {e}")).await
-                        }
-                        Err(Exchange::Client(e)) => return Err(e.into()),
                     }
                 };
                 let up = &mut upstream.as_mut().expect("connected above").conn;
@@ -186,6 +220,23 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                         return respond(&mut client, 502, &[], &format!("bad response from the server: {e}")).await
                     }
                 };
+                if let Some((plan, go)) = split_go {
+                    let client_keep = head.keep_alive() && request_done;
+                    if let Err(e) =
+                        split::run(ctx, plan, &mut client, up, &mut rbuf, &resp, rframing, client_keep, go).await
+                    {
+                        tracing::info!(client = %peer, target = %t, error = %e, "split response failed");
+                        return Ok(());
+                    }
+                    if !(resp.keep_alive() && rbuf.is_empty()) {
+                        upstream = None;
+                    }
+                    if !client_keep {
+                        let _ = client.shutdown().await;
+                        return Ok(());
+                    }
+                    continue;
+                }
                 // A server that answered before reading the whole request body leaves the client
                 // connection mid-request: it must close after this response.
                 let client_keep = head.keep_alive() && rframing != BodyFraming::UntilClose && request_done;
@@ -286,7 +337,7 @@ async fn exchange(
 
 /// Why forwarding a body stopped.
 #[derive(Debug)]
-enum BodyError {
+pub(crate) enum BodyError {
     /// Reading the source failed or ended early.
     Read(std::io::Error),
     /// Writing to the destination failed.
@@ -307,7 +358,7 @@ impl std::fmt::Display for BodyError {
 
 /// Copies one body from `src` to `dst`: first what `pending` already holds, then reads, until
 /// the tracker says the body ended. Bytes past the end stay in `pending`.
-async fn forward_body<R, W>(
+pub(crate) async fn forward_body<R, W>(
     src: &mut R,
     pending: &mut Vec<u8>,
     dst: &mut W,
@@ -350,7 +401,7 @@ where
 }
 
 /// Writes a response head with hop-by-hop headers replaced by our own `Connection` header.
-async fn write_head<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_head<W: AsyncWrite + Unpin>(
     dst: &mut W,
     resp: &ResponseHead,
     keep_alive: Option<bool>,

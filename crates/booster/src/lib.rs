@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod run;
 pub mod socks;
 pub mod source;
+pub mod split;
 pub mod state;
 pub mod store;
 pub mod sys;

@@ -5,20 +5,32 @@
 //! 1. the **link sum**: each uplink alone, all at once, for a fixed time;
 //! 2. **booster**: 12 parallel 10 MB downloads through a node's SOCKS5 proxy (after one
 //!    warm-up round), with the bytes each uplink carried;
-//! 3. **aria2c** `--multiple-interface` over every uplink, one file (anchor);
-//! 4. **kernel MPTCP** via `mptcpize`, one stream (anchor).
+//! 3. **`booster get`** over every uplink, one file, SHA-256 checked, with its tail rate (the
+//!    rate of the last 10% of bytes, from interface counters sampled every 100 ms);
+//! 4. **aria2c** `--multiple-interface` over every uplink, one file (anchor), with its tail;
+//! 5. **kernel MPTCP** via `mptcpize`, one stream (anchor).
 //!
-//! Then, once: the MPTCP failover run (one uplink blackholed 10 s), and on loopback the proxy
-//! overhead (1 GB direct vs through a node), the added connect latency and the memory of
-//! 10,000 idle proxied connections. `peers` measures only the link sum (peer mode is not built).
+//! Then, once: the MPTCP failover run (one uplink blackholed 10 s), and (`home` only) on
+//! loopback the proxy overhead (1 GB direct vs through a node), the added connect latency and
+//! the memory of 10,000 idle proxied connections.
+//!
+//! `peers` ([`peers::phase`]): the phones lend their 4G uplinks to home over the peer network;
+//! per run the link sum (each uplink from its own node), 12 parallel downloads through home's
+//! proxy, one `booster get --node` download, and one stream pinned to `phone-2/4g` through
+//! home's proxy against the same file fetched on phone-2 directly.
+//!
+//! Each profile's results go to `docs/bench-<profile>.json`; `docs/benchmarks.md` is rebuilt
+//! from all of those, so running one profile keeps the others' sections.
 //!
 //! Every child (nginx, booster, curl, aria2c) is a [`procs::Proc`] killed on drop, every wait
 //! is bounded, Ctrl-C unwinds through the guards, and the [`Lab`] deletes its namespaces on drop.
-//! Results go to stdout, `docs/benchmarks.md` and `docs/bench-<profile>.svg`.
+//! Results go to stdout, `docs/bench-<profile>.json`, `docs/benchmarks.md` and
+//! `docs/bench-<profile>.svg`.
 
 mod files;
 mod loopback;
 mod net;
+mod peers;
 mod procs;
 mod report;
 
@@ -65,7 +77,7 @@ const IDLE_CONNS: usize = 10_000;
 const LATENCY_PAIRS: usize = 200;
 const LATENCY_WARM: usize = 20;
 
-struct Plan {
+pub(crate) struct Plan {
     runs: usize,
     alone: Duration,
     big_mb: u64,
@@ -93,13 +105,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     let booster = if args.booster.is_file() {
         Some(args.booster.canonicalize()?)
-    } else if single {
+    } else {
         bail!(
             "{} not found: build it first with cargo build --release -p booster",
             args.booster.display()
         );
-    } else {
-        None
     };
     let tool = |t: &str, what: &str| -> Option<String> {
         if procs::have(t) {
@@ -131,6 +141,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut wanted: Vec<(String, u64)> = vec![("f1g".into(), 1000 * MB), ("f50m".into(), 50 * MB)];
     if plan.big_mb != 50 {
         wanted.push((format!("f{}m", plan.big_mb), plan.big_mb * MB));
+    }
+    if !single && plan.big_mb != peers::PINNED_MB {
+        wanted.push((format!("f{}m", peers::PINNED_MB), peers::PINNED_MB * MB));
     }
     for i in 0..PARALLEL {
         wanted.push((format!("f{FILE_MB}m-{i}"), FILE_MB * MB));
@@ -180,28 +193,41 @@ pub fn run(args: BenchArgs) -> Result<()> {
         booster_file_mb: FILE_MB,
         mptcp_splits: Vec::new(),
         aria_splits: Vec::new(),
+        get_splits: Vec::new(),
+        pinned_source: String::new(),
+        pinned: Vec::new(),
         failover: Err("not run".into()),
         loopback: Err("not run".into()),
         notes: Vec::new(),
         elapsed_secs: 0.0,
     };
 
-    let samples = lab_phase(
-        &prof,
-        &plan,
-        &files,
-        work.path(),
-        kind,
-        booster.as_deref(),
-        &mut results,
-        Tools {
-            curl: no_curl.clone(),
-            aria2: no_aria2,
-            mptcpize: no_mptcpize,
-        },
-    )?;
+    let samples = if single {
+        lab_phase(
+            &prof,
+            &plan,
+            &files,
+            work.path(),
+            kind,
+            booster.as_deref(),
+            &mut results,
+            Tools {
+                curl: no_curl.clone(),
+                aria2: no_aria2,
+                mptcpize: no_mptcpize,
+            },
+        )?
+    } else {
+        if let Some(why) = &no_curl {
+            bail!("the `{}` bench needs curl: {why}", prof.name);
+        }
+        let bin = booster.as_deref().ok_or_else(|| anyhow!("no booster binary"))?;
+        peers::phase(&prof, &plan, &files, work.path(), kind, bin, &mut results)?
+    };
 
+    // The loopback figures do not depend on the profile: measured with `home` only.
     results.loopback = match (&booster, &no_curl) {
+        _ if prof.name != "home" => Err("not run".into()),
         (None, _) => Err("no booster binary".into()),
         (_, Some(why)) => Err(why.clone()),
         (Some(b), None) => {
@@ -239,7 +265,8 @@ struct Tools {
     mptcpize: Option<String>,
 }
 
-/// Everything on the namespace lab. Returns the counter samples of the plotted booster round.
+/// Everything on the namespace lab of a single-node profile (`peers` is [`peers::phase`]).
+/// Returns the counter samples of the plotted booster round.
 #[allow(clippy::too_many_arguments)]
 fn lab_phase(
     prof: &Profile,
@@ -251,7 +278,6 @@ fn lab_phase(
     res: &mut Results,
     tools: Tools,
 ) -> Result<net::Samples> {
-    let single = prof.nodes.len() == 1;
     println!("building the `{}` lab ...", prof.name);
     let lab = Lab::build(prof)?;
     let inet = lab.internet_ns().to_owned();
@@ -260,11 +286,7 @@ fn lab_phase(
     let _origin = files::start(kind, &inet, origin.into(), files, &work.join("nginx"))?;
     let dl = work.join("dl");
     std::fs::create_dir_all(&dl)?;
-    let home_ifaces: Vec<String> = if single {
-        lab.uplinks().iter().map(|u| u.iface.clone()).collect()
-    } else {
-        Vec::new()
-    };
+    let home_ifaces: Vec<String> = lab.uplinks().iter().map(|u| u.iface.clone()).collect();
 
     // Rows, in table order.
     let booster_what = format!("booster: {PARALLEL} parallel {FILE_MB} MB downloads through its SOCKS5 proxy");
@@ -273,20 +295,28 @@ fn lab_phase(
         plan.big_mb
     );
     let mptcp_what = format!("kernel MPTCP (mptcpize curl ↔ nginx), one {} MB stream", plan.big_mb);
-    let mut booster_row = Row::new(&booster_what);
-    let mut aria_row = Row::new(&aria_what);
-    let mut mptcp_row = Row::new(&mptcp_what);
-    if !single {
-        let why = "peer mode is not built yet";
-        println!("`{}`: {why}; measuring only the link sum", prof.name);
-        booster_row.skip = Some(why.into());
-        aria_row.skip = Some("single-node profiles only".into());
-        mptcp_row.skip = Some("single-node profiles only".into());
+    let mut booster_row = Row::new("booster", &booster_what);
+    let mut aria_row = Row::new("aria2c", &aria_what);
+    let mut aria_tail = Row::new("aria2c-tail", "  aria2c's last 10% of bytes (tail rate)");
+    let mut mptcp_row = Row::new("mptcp", &mptcp_what);
+    let mut get_row = Row::new(
+        "get",
+        &format!("one {} MB download over every link (`booster get`)", plan.big_mb),
+    );
+    let mut get_tail = Row::new("get-tail", "  its last 10% of bytes (tail rate)");
+    match (&tools.curl, booster) {
+        (_, None) => get_row.skip = Some("no booster binary".into()),
+        (_, Some(bin)) => {
+            if let Err(why) = has_get(bin) {
+                println!("skipping booster get: {why}");
+                get_row.skip = Some(why);
+            }
+        }
     }
 
     // MPTCP: endpoints, limits, a second origin on port 81 under mptcpize.
     let mut mptcp_server: Option<Server> = None;
-    if single {
+    {
         if let Some(why) = &tools.mptcpize {
             mptcp_row.skip = Some(why.clone());
         } else {
@@ -319,7 +349,7 @@ fn lab_phase(
 
     // The booster node, warmed up once.
     let mut node: Option<net::Booster> = None;
-    if single {
+    {
         match (&tools.curl, booster) {
             (Some(why), _) => booster_row.skip = Some(why.clone()),
             (None, None) => booster_row.skip = Some("no booster binary".into()),
@@ -332,6 +362,8 @@ fn lab_phase(
                     bin,
                     &home,
                     &home_ifaces,
+                    &[],
+                    home_ifaces.len(),
                     net::lo(1080),
                     net::lo(4884),
                     &origin.to_string(),
@@ -407,26 +439,56 @@ fn lab_phase(
             }
         }
 
-        if single && aria_row.skip.is_none() {
+        if let (Some(bin), None) = (booster, &get_row.skip) {
+            let name = format!("f{}m", plan.big_mb);
+            let url = format!("{base}{}", files.path(&name));
+            let sha = files.get(&name).sha256.clone().unwrap_or_default();
+            let cmd = net::booster_get_cmd(bin, lab.node_ns("home"), &home_ifaces, None, &url, &dl, &name, &sha);
+            match net::sampled_download(
+                lab.uplinks(),
+                cmd,
+                "booster get",
+                files,
+                &name,
+                &dl,
+                Duration::from_secs(300),
+            ) {
+                Ok(s) => {
+                    print_sampled("booster get", &s);
+                    get_row.samples.push(s.rate);
+                    if let Some(t) = &s.tail {
+                        get_tail.samples.push(t.rate);
+                    }
+                    res.get_splits.push(s.split);
+                }
+                Err(e) => {
+                    procs::check_interrupt()?;
+                    println!("  booster get failed: {e:#}");
+                    get_row.skip = Some(format!("failed: {e:#}"));
+                }
+            }
+        }
+
+        if aria_row.skip.is_none() {
             let name = format!("f{}m", plan.big_mb);
             let url = format!("{base}{}", files.path(&name));
             let cmd = net::aria2_cmd(lab.node_ns("home"), &home_ifaces, &url, &dl, &name);
-            let before = net::rx_counters(&lab)?;
-            match net::timed_download(cmd, "aria2c", files, &name, &dl, Duration::from_secs(300)) {
-                Ok((rate, secs)) => {
-                    let (split, _) = net::spread(&before, &net::rx_counters(&lab)?);
-                    println!(
-                        "  aria2c {:.2} MB/s ({:.1} s; per uplink MB: {})",
-                        rate / 1e6,
-                        secs,
-                        split
-                            .iter()
-                            .map(|b| format!("{:.1}", *b as f64 / 1e6))
-                            .collect::<Vec<_>>()
-                            .join(" / ")
-                    );
-                    aria_row.samples.push(rate);
-                    res.aria_splits.push(split);
+            match net::sampled_download(
+                lab.uplinks(),
+                cmd,
+                "aria2c",
+                files,
+                &name,
+                &dl,
+                Duration::from_secs(300),
+            ) {
+                Ok(s) => {
+                    print_sampled("aria2c", &s);
+                    aria_row.samples.push(s.rate);
+                    if let Some(t) = &s.tail {
+                        aria_tail.samples.push(t.rate);
+                    }
+                    res.aria_splits.push(s.split);
                 }
                 Err(e) => {
                     procs::check_interrupt()?;
@@ -493,16 +555,13 @@ fn lab_phase(
     println!("tearing the lab down ...");
     drop(lab);
 
-    for r in [booster_row, aria_row, mptcp_row] {
-        if !r.samples.is_empty() || r.skip.is_some() {
+    for r in [booster_row, get_row, get_tail, aria_row, aria_tail, mptcp_row] {
+        if !r.samples.is_empty() || (r.skip.is_some() && !r.what.starts_with("  ")) {
             res.rows.push(r);
         }
     }
     res.rows.push(Row::skipped(
-        "one download over every link (`booster get`)",
-        "pending: issue 5",
-    ));
-    res.rows.push(Row::skipped(
+        "bond",
         "one TCP stream through the bond",
         "pending: bond (issue 6)",
     ));
@@ -562,6 +621,8 @@ fn loopback_phase(booster: &Path, files: &FileSet, kind: Kind, work: &Path, runs
         booster,
         &name,
         &["lo".to_owned()],
+        &[],
+        1,
         net::lo(1080),
         net::lo(4884),
         &origin_addr.to_string(),
@@ -749,6 +810,41 @@ fn add_notes(res: &mut Results, plan: &Plan) {
             plan.big_mb,
             plan.alone.as_secs()
         ));
+    }
+}
+
+/// Prints one sampled download's rate, split and tail.
+fn print_sampled(what: &str, s: &net::Sampled) {
+    println!(
+        "  {what} {:.2} MB/s ({:.1} s; per uplink MB: {}){}",
+        s.rate / 1e6,
+        s.secs,
+        s.split
+            .iter()
+            .map(|b| format!("{:.1}", *b as f64 / 1e6))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        s.tail
+            .as_ref()
+            .map(|t| format!("; last 10% at {:.2} MB/s ({:.1}–{:.1} s)", t.rate / 1e6, t.t90, t.t100))
+            .unwrap_or_default()
+    );
+}
+
+/// Whether this booster binary has `get` (`booster get --help` succeeds).
+fn has_get(bin: &Path) -> Result<(), String> {
+    match std::process::Command::new(bin)
+        .args(["get", "--help"])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "`{} get --help` failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("")
+        )),
+        Err(e) => Err(format!("running {}: {e}", bin.display())),
     }
 }
 

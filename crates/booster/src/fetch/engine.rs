@@ -44,6 +44,9 @@ pub(super) enum First {
     Body(Conn, Body),
     /// A kept-alive connection with nothing pending.
     Idle(Conn),
+    /// Nothing: every worker opens its own connection (the proxy's split, whose probe was the
+    /// client's own request).
+    Fresh,
 }
 
 pub(super) struct Job {
@@ -162,6 +165,7 @@ pub(super) async fn run(ctx: &Ctx, job: Job) -> Result<(), FetchError> {
             Next::Wait | Next::Done => {}
         },
         First::Idle(conn) => initial[first_src].conn = Some(conn),
+        First::Fresh => {}
     }
     for i in 0..n {
         planner.add_source(i, ctx.connector.prior_rate(i));

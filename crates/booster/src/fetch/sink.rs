@@ -85,10 +85,21 @@ pub struct OrderedDone {
 /// Writes chunks to `out` in offset order, from `start`, each offset once; hashes what it
 /// writes. Ends when every sender is dropped.
 pub async fn ordered_writer<W: AsyncWrite + Unpin>(
+    rx: mpsc::Receiver<(u64, Vec<u8>)>,
+    out: W,
+) -> Result<OrderedDone, io::Error> {
+    ordered_writer_from(rx, out, 0).await
+}
+
+/// [`ordered_writer`] for a stream whose bytes before `start` went out another way: writes
+/// from `start` on. `written` is then the offset reached (it includes `start`); the hash covers
+/// only what this writer wrote.
+pub async fn ordered_writer_from<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<(u64, Vec<u8>)>,
     mut out: W,
+    start: u64,
 ) -> Result<OrderedDone, io::Error> {
-    let mut next = 0u64;
+    let mut next = start;
     let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut hasher = Sha256::new();
     while let Some((offset, data)) = rx.recv().await {

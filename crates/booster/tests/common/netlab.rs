@@ -78,27 +78,45 @@ pub fn start_node(lab: &Lab, ns: &str, dir: &Path, file: &str, toml: &str, args:
 pub fn fetch(lab: &Lab, ns: &str, proxy: &str, url: &str) -> (bool, u64) {
     let out = lab
         .command(ns, "curl")
-        .args(["-sS", "--max-time", "60", "-o", "/dev/null", "-w", "%{size_download}", "-x"])
+        .args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            "-x",
+        ])
         .arg(format!("socks5h://{proxy}"))
         .arg(url)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0),
+    )
 }
 
 /// `n` downloads at once of `url_of(i)`; returns how many succeeded.
 pub fn fetch_parallel(lab: &Lab, ns: &str, proxy: &str, n: usize, url_of: impl Fn(usize) -> String + Sync) -> usize {
     std::thread::scope(|s| {
-        let hs: Vec<_> = (0..n).map(|i| {
-            let url = url_of(i);
-            s.spawn(move || fetch(lab, ns, proxy, &url))
-        }).collect();
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                let url = url_of(i);
+                s.spawn(move || fetch(lab, ns, proxy, &url))
+            })
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap()).filter(|(ok, _)| *ok).count()
     })
 }
 
 pub fn status(lab: &Lab, ns: &str, api: &str) -> serde_json::Value {
-    let out = lab.command(ns, env!("CARGO_BIN_EXE_booster")).args(["status", "--json", "--node", api]).output().unwrap();
+    let out = lab
+        .command(ns, env!("CARGO_BIN_EXE_booster"))
+        .args(["status", "--json", "--node", api])
+        .output()
+        .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
@@ -107,7 +125,13 @@ pub fn source(v: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
 }
 
 /// Polls `cond` on the node's status until it holds (bounded wait, no timing assertion).
-pub fn wait_status(lab: &Lab, ns: &str, api: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub fn wait_status(
+    lab: &Lab,
+    ns: &str,
+    api: &str,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v = status(lab, ns, api);

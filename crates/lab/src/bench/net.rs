@@ -133,7 +133,79 @@ pub fn link_sum(lab: &Lab, origin: SocketAddrV4, path: &str, dur: Duration) -> R
 /// Counter samples: (seconds since start, rx bytes of every uplink).
 pub type Samples = Vec<(f64, Vec<u64>)>;
 
-/// Samples every uplink's rx counter every 250 ms on a thread, for plots.
+/// Reads rx counters of uplinks cheaply: `/proc/thread-self/net/dev` opened once inside each
+/// uplink's namespace (the open file keeps showing that namespace), then re-read with a seek.
+/// Spawning `ip -s link` per sample would cost a process per uplink every 100 ms.
+pub struct Counters {
+    /// Per uplink: index into `files`, and the interface name.
+    ifs: Vec<(usize, String)>,
+    files: Vec<std::fs::File>,
+    buf: String,
+}
+
+impl Counters {
+    pub fn open(uplinks: &[Uplink]) -> Result<Counters> {
+        let mut nss: Vec<String> = Vec::new();
+        let mut files = Vec::new();
+        let mut ifs = Vec::new();
+        for u in uplinks {
+            let i = match nss.iter().position(|n| *n == u.node_ns) {
+                Some(i) => i,
+                None => {
+                    let f = netns::in_netns(&u.node_ns, || std::fs::File::open("/proc/thread-self/net/dev"))?
+                        .with_context(|| format!("opening /proc/thread-self/net/dev in {}", u.node_ns))?;
+                    nss.push(u.node_ns.clone());
+                    files.push(f);
+                    files.len() - 1
+                }
+            };
+            ifs.push((i, u.iface.clone()));
+        }
+        let mut c = Counters {
+            ifs,
+            files,
+            buf: String::new(),
+        };
+        c.read().context("reading interface counters")?;
+        Ok(c)
+    }
+
+    /// rx bytes of every uplink, in uplink order.
+    pub fn read(&mut self) -> Result<Vec<u64>> {
+        use std::io::Seek;
+        let mut per_file: Vec<Vec<(String, u64)>> = Vec::with_capacity(self.files.len());
+        for f in &mut self.files {
+            f.seek(std::io::SeekFrom::Start(0))?;
+            self.buf.clear();
+            f.read_to_string(&mut self.buf)?;
+            per_file.push(parse_net_dev(&self.buf));
+        }
+        self.ifs
+            .iter()
+            .map(|(i, name)| {
+                per_file[*i]
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, b)| *b)
+                    .ok_or_else(|| anyhow!("no {name} in /proc/net/dev"))
+            })
+            .collect()
+    }
+}
+
+/// `(interface, rx bytes)` from the text of `/proc/net/dev`.
+fn parse_net_dev(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let rx = rest.split_whitespace().next()?.parse().ok()?;
+            Some((name.trim().to_owned(), rx))
+        })
+        .collect()
+}
+
+/// Samples every uplink's rx counter on a thread, every `period` (250 ms for plots, 100 ms
+/// for tail rates).
 pub struct Sampler {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<Samples>>,
@@ -141,20 +213,31 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn start(uplinks: &[Uplink]) -> Sampler {
+        Self::start_every(uplinks, Duration::from_millis(250))
+    }
+
+    pub fn start_every(uplinks: &[Uplink], period: Duration) -> Sampler {
         let ifs: Vec<(String, String)> = uplinks.iter().map(|u| (u.node_ns.clone(), u.iface.clone())).collect();
+        let mut fast = Counters::open(uplinks).ok();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let t0 = Instant::now();
             let mut out = Vec::new();
             let mut next = t0;
-            while !flag.load(Ordering::SeqCst) {
-                let v = ifs
-                    .iter()
-                    .map(|(ns, i)| netns::counters(ns, i).map(|c| c.0).unwrap_or(0))
-                    .collect();
+            loop {
+                let v = match fast.as_mut().map(|c| c.read()) {
+                    Some(Ok(v)) => v,
+                    _ => ifs
+                        .iter()
+                        .map(|(ns, i)| netns::counters(ns, i).map(|c| c.0).unwrap_or(0))
+                        .collect(),
+                };
                 out.push((t0.elapsed().as_secs_f64(), v));
-                next += Duration::from_millis(250);
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                next += period;
                 let now = Instant::now();
                 if next > now {
                     std::thread::sleep(next - now);
@@ -168,6 +251,7 @@ impl Sampler {
         }
     }
 
+    /// Stops sampling (after one last sample) and returns the samples.
     pub fn finish(mut self) -> Samples {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
@@ -181,6 +265,54 @@ impl Drop for Sampler {
             let _ = h.join();
         }
     }
+}
+
+/// The tail of a transfer from counter samples (summed over uplinks): the times at which the
+/// cumulative count passed 90% and 100% of its final value, and the rate of that last 10%
+/// (bytes/s). Crossings are interpolated within a sample interval; the 100% crossing assumes
+/// the rate of the interval before it (the last interval is usually only partly used).
+pub struct Tail {
+    pub t90: f64,
+    pub t100: f64,
+    pub rate: f64,
+}
+
+pub fn tail(samples: &Samples) -> Option<Tail> {
+    let first: u64 = samples.first()?.1.iter().sum();
+    let cum: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|(t, v)| (*t, v.iter().sum::<u64>().saturating_sub(first) as f64))
+        .collect();
+    let total = cum.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let cross = |x: f64| -> Option<usize> { cum.iter().position(|(_, c)| *c >= x) };
+    let k90 = cross(0.9 * total)?;
+    let t90 = if k90 == 0 {
+        cum[0].0
+    } else {
+        let ((ta, ca), (tb, cb)) = (cum[k90 - 1], cum[k90]);
+        ta + (0.9 * total - ca) / (cb - ca) * (tb - ta)
+    };
+    let k100 = cross(total)?;
+    let t100 = if k100 < 2 {
+        cum[k100].0
+    } else {
+        let ((tp, cp), (ta, ca), (tb, _)) = (cum[k100 - 2], cum[k100 - 1], cum[k100]);
+        let r = (ca - cp) / (ta - tp);
+        if r > 0.0 {
+            (ta + (total - ca) / r).min(tb)
+        } else {
+            tb
+        }
+    };
+    let span = t100 - t90;
+    (span > 0.0).then(|| Tail {
+        t90,
+        t100,
+        rate: 0.1 * total / span,
+    })
 }
 
 /// rx bytes of every uplink (node side), in uplink order.
@@ -200,13 +332,15 @@ pub struct Booster {
 }
 
 impl Booster {
-    /// `booster start --iface … --listen … --api … --probe-target … --data-dir …` in `ns`
-    /// ("" = ours), then waits until `want_usable` uplinks are usable (at most 20 s).
+    /// `booster start --iface … --listen … --api … --probe-target … --data-dir … EXTRA…` in
+    /// `ns` ("" = ours), then waits until `want_usable` sources are usable (at most 20 s).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         binary: &Path,
         ns: &str,
         ifaces: &[String],
+        extra: &[String],
+        want_usable: usize,
         proxy: SocketAddr,
         api: SocketAddr,
         probe_target: &str,
@@ -229,7 +363,8 @@ impl Booster {
             .arg("--probe-target")
             .arg(probe_target)
             .arg("--data-dir")
-            .arg(data_dir);
+            .arg(data_dir)
+            .args(extra);
         cmd.env("RUST_LOG", "warn").env("NO_COLOR", "1");
         let mut proc = Proc::spawn("booster", &mut cmd, Some(log))?;
         procs::wait_listening(ns, proxy, &mut proc, Duration::from_secs(20))?;
@@ -239,8 +374,38 @@ impl Booster {
             proxy,
             api,
         };
-        b.wait_usable(ifaces.len(), Duration::from_secs(20))?;
+        b.wait_usable(want_usable, Duration::from_secs(20))?;
         Ok(b)
+    }
+
+    /// Waits until `/api/status` lists every one of `names` as a usable source; fails after
+    /// `timeout` with the last status.
+    pub fn wait_sources(&mut self, names: &[String], timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
+        let mut last = serde_json::Value::Null;
+        loop {
+            self.proc.ensure_running()?;
+            if let Ok(v) = self.status() {
+                let usable = |n: &String| {
+                    v.get("sources")
+                        .and_then(|s| s.as_array())
+                        .is_some_and(|a| a.iter().any(|s| s["name"] == n.as_str() && s["usable"] == true))
+                };
+                if names.iter().all(usable) {
+                    return Ok(());
+                }
+                last = v;
+            }
+            if Instant::now() >= end {
+                bail!(
+                    "sources {} not all usable after {timeout:?}; last status: {}\n{}",
+                    names.join(", "),
+                    last,
+                    self.proc.log_tail()
+                );
+            }
+            procs::sleep(Duration::from_millis(200))?;
+        }
     }
 
     /// Waits until `/api/health` reports `n` usable uplinks; warns (does not fail) on timeout.
@@ -363,6 +528,74 @@ pub fn timed_download(
     files.verify(name, &target)?;
     let _ = std::fs::remove_file(&target);
     Ok((files.get(name).size as f64 / secs, secs))
+}
+
+/// A timed download with the uplinks' rx counters sampled every 100 ms.
+pub struct Sampled {
+    /// File bytes / seconds from spawn to exit.
+    pub rate: f64,
+    pub secs: f64,
+    /// rx bytes per uplink (interface counters, headers included).
+    pub split: Vec<u64>,
+    pub tail: Option<Tail>,
+}
+
+/// [`timed_download`] with a 100 ms counter sampler over `uplinks` for the split and tail rate.
+pub fn sampled_download(
+    uplinks: &[Uplink],
+    cmd: std::process::Command,
+    what: &str,
+    files: &FileSet,
+    name: &str,
+    out: &Path,
+    timeout: Duration,
+) -> Result<Sampled> {
+    let sampler = Sampler::start_every(uplinks, Duration::from_millis(100));
+    let r = timed_download(cmd, what, files, name, out, timeout);
+    let samples = sampler.finish();
+    let (rate, secs) = r?;
+    let split = match (samples.first(), samples.last()) {
+        (Some(a), Some(b)) => b.1.iter().zip(&a.1).map(|(b, a)| b.saturating_sub(*a)).collect(),
+        _ => vec![0; uplinks.len()],
+    };
+    Ok(Sampled {
+        rate,
+        secs,
+        split,
+        tail: tail(&samples),
+    })
+}
+
+/// `booster get URL -o out/name --sha256 HEX --quiet --no-progress --no-resume`, over
+/// `--iface` each of `ifaces`, or through a node's sources with `--node API`, in `ns`.
+#[allow(clippy::too_many_arguments)]
+pub fn booster_get_cmd(
+    binary: &Path,
+    ns: &str,
+    ifaces: &[String],
+    node: Option<SocketAddr>,
+    url: &str,
+    out: &Path,
+    name: &str,
+    sha256: &str,
+) -> std::process::Command {
+    let mut cmd = netns::exec(ns, &binary.to_string_lossy());
+    for v in ["http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
+        cmd.env_remove(v);
+    }
+    cmd.env("NO_COLOR", "1")
+        .arg("get")
+        .arg(url)
+        .arg("-o")
+        .arg(out.join(name));
+    for i in ifaces {
+        cmd.arg("--iface").arg(i);
+    }
+    if let Some(api) = node {
+        cmd.arg("--node").arg(api.to_string());
+    }
+    cmd.args(["--sha256", sha256, "--quiet", "--no-progress", "--no-resume"]);
+    cmd
 }
 
 /// `aria2c --multiple-interface=… -x16 -s16 -k1M` in `ns`.
@@ -493,4 +726,39 @@ pub fn origin_addr(lab: &Lab, port: u16) -> SocketAddrV4 {
 /// Loopback address helper.
 pub fn lo(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_dev() {
+        let text = "Inter-|   Receive                            |  Transmit\n \
+                    face |bytes    packets errs drop fifo frame compressed multicast|bytes\n    \
+                    lo:    1234      10    0    0    0     0          0         0     1234\n  \
+                    4g-a: 987654321  700    0    0    0     0          0         0     5555\n";
+        let v = parse_net_dev(text);
+        assert_eq!(v, [("lo".to_owned(), 1234), ("4g-a".to_owned(), 987_654_321)]);
+    }
+
+    #[test]
+    fn tail_rate_of_a_steady_transfer_and_of_a_slow_tail() {
+        // 1 MB/s over two uplinks for 10 s, sampled every 100 ms: the tail runs at 1 MB/s.
+        let steady: Samples = (0..=100)
+            .map(|i| (i as f64 / 10.0, vec![i * 50_000, i * 50_000]))
+            .collect();
+        let t = tail(&steady).unwrap();
+        assert!((t.rate - 1e6).abs() < 1e4, "{}", t.rate);
+        assert!((t.t90 - 9.0).abs() < 0.01 && (t.t100 - 10.0).abs() < 0.01);
+        // 9 MB at 1 MB/s, then the last 1 MB at 0.25 MB/s (one slow link left).
+        let mut slow: Samples = (0..=90).map(|i| (i as f64 / 10.0, vec![i * 100_000])).collect();
+        slow.extend((1..=40).map(|i| (9.0 + i as f64 / 10.0, vec![9_000_000 + i * 25_000])));
+        // Idle samples after the end do not move the end.
+        slow.extend((1..=5).map(|i| (13.0 + i as f64 / 10.0, vec![10_000_000])));
+        let t = tail(&slow).unwrap();
+        assert!((t.rate - 0.25e6).abs() < 1e4, "{}", t.rate);
+        assert!((t.t100 - 13.0).abs() < 0.01, "{}", t.t100);
+        assert!(tail(&vec![(0.0, vec![5]), (0.1, vec![5])]).is_none());
+    }
 }

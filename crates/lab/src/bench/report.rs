@@ -10,6 +10,8 @@ use crate::profile::Profile;
 
 /// One throughput line of the main table: samples in bytes/s (one per run), or why not.
 pub struct Row {
+    /// What the row is, for the summary: "booster", "get", "get-tail", "aria2c", …
+    pub tag: &'static str,
     pub what: String,
     pub samples: Vec<f64>,
     /// Why there are no samples (tool missing, not built yet, failed).
@@ -17,16 +19,18 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(what: &str) -> Row {
+    pub fn new(tag: &'static str, what: &str) -> Row {
         Row {
+            tag,
             what: what.to_owned(),
             samples: Vec::new(),
             skip: None,
         }
     }
 
-    pub fn skipped(what: &str, why: &str) -> Row {
+    pub fn skipped(tag: &'static str, what: &str, why: &str) -> Row {
         Row {
+            tag,
             what: what.to_owned(),
             samples: Vec::new(),
             skip: Some(why.to_owned()),
@@ -82,6 +86,12 @@ pub struct Results {
     pub booster_file_mb: u64,
     pub mptcp_splits: Vec<Split>,
     pub aria_splits: Vec<Split>,
+    /// `booster get`, bytes per uplink per run.
+    pub get_splits: Vec<Split>,
+    /// `peers`: the source a single stream was pinned to, and per run (through home's proxy,
+    /// that uplink directly) in bytes/s.
+    pub pinned_source: String,
+    pub pinned: Vec<(f64, f64)>,
     pub failover: Result<Failover, String>,
     pub loopback: Result<Loopback, String>,
     pub notes: Vec<String>,
@@ -355,28 +365,9 @@ impl Results {
         v
     }
 
-    /// `docs/benchmarks.md`.
-    pub fn markdown(&self, svg_name: &str) -> String {
-        let mut m = String::new();
+    /// The profile's lab, one line.
+    fn lab_line(&self) -> String {
         let p = &self.profile;
-        let _ = writeln!(m, "# Benchmarks\n");
-        let _ = writeln!(
-            m,
-            "Written by `lab bench` (crates/lab/src/bench.rs) from a real run; every figure below \
-             comes from that run. Re-run it with:\n"
-        );
-        let _ = writeln!(m, "```sh\ncargo build --release -p booster -p booster-lab");
-        let _ = writeln!(m, "{}\n```\n", self.command);
-        let _ = writeln!(m, "- **Date:** {}", self.date);
-        let _ = writeln!(m, "- **Machine:** {}", self.machine);
-        let _ = writeln!(m, "- **booster:** {}", self.booster_version);
-        let _ = writeln!(
-            m,
-            "- **Runs:** {} per measurement{}, interleaved (run 1 of everything, then run 2, …); \
-             the table shows the median and the min–max. MB = 10^6 bytes.",
-            self.runs,
-            if self.quick { " (`--quick`)" } else { "" }
-        );
         let links: Vec<String> = p
             .links()
             .map(|(n, l)| {
@@ -398,17 +389,173 @@ impl Results {
                 )
             })
             .collect();
+        let lan = p
+            .lan_rate_bps
+            .map(|r| format!("; the nodes share a {} Mbit/s LAN", r / 1_000_000))
+            .unwrap_or_default();
+        format!("{}{lan}", links.join(", "))
+    }
+
+    fn row(&self, tag: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.tag == tag && !r.samples.is_empty())
+    }
+
+    /// The key results against the targets: (what, result, target).
+    pub fn headlines(&self) -> Vec<[String; 3]> {
+        let sum = median(&self.sums());
+        let best = median(&self.bests());
+        let pct = |r: &Row| {
+            format!(
+                "{:.2} MB/s = **{:.0}%**",
+                median(&r.samples) / 1e6,
+                median(&r.samples) / sum * 100.0
+            )
+        };
+        let mut v = Vec::new();
+        if let Some(r) = self.row("booster") {
+            v.push([
+                format!(
+                    "booster: {} parallel downloads through the proxy",
+                    self.booster_parallel
+                ),
+                format!("{} of the link sum", pct(r)),
+                if self.profile.name == "peers" {
+                    "≥ 95% of the link sum (original booster: 38%)".into()
+                } else {
+                    "≥ 95% of the link sum".into()
+                },
+            ]);
+        }
+        if let Some(r) = self.row("get") {
+            let tail = self
+                .row("get-tail")
+                .map(|t| {
+                    format!(
+                        "; last 10% of bytes at **{:.0}%** of the link sum",
+                        median(&t.samples) / sum * 100.0
+                    )
+                })
+                .unwrap_or_default();
+            let target = if self.profile.name == "skewed" {
+                "≥ 95%; tail ≥ 80%; never below the best link"
+            } else {
+                "≥ 95%; tail ≥ 80%"
+            };
+            v.push([
+                "one download, `booster get`, SHA-256 verified".into(),
+                format!(
+                    "{} of the link sum ({:.2}× the best link){tail}",
+                    pct(r),
+                    median(&r.samples) / best
+                ),
+                target.into(),
+            ]);
+        }
+        if let Some(r) = self.row("get-node") {
+            let tail = self
+                .row("get-node-tail")
+                .map(|t| format!("; last 10% at {:.0}%", median(&t.samples) / sum * 100.0))
+                .unwrap_or_default();
+            v.push([
+                "one download, `booster get --node` (home's own and the phones' uplinks)".into(),
+                format!("{} of the link sum{tail}", pct(r)),
+                "≥ 95%; tail ≥ 80%".into(),
+            ]);
+        }
+        if let Some(r) = self.row("aria2c") {
+            let tail = self
+                .row("aria2c-tail")
+                .map(|t| format!("; last 10% at {:.0}%", median(&t.samples) / sum * 100.0))
+                .unwrap_or_default();
+            v.push([
+                "anchor: aria2c --multiple-interface, one download".into(),
+                format!("{} of the link sum{tail}", pct(r)),
+                String::new(),
+            ]);
+        }
+        if !self.pinned.is_empty() {
+            let ratio: Vec<f64> = self.pinned.iter().map(|(via, direct)| via / direct).collect();
+            let via: Vec<f64> = self.pinned.iter().map(|p| p.0).collect();
+            let direct: Vec<f64> = self.pinned.iter().map(|p| p.1).collect();
+            v.push([
+                format!(
+                    "one stream forwarded by a peer (`{}`) vs that uplink directly",
+                    self.pinned_source
+                ),
+                format!(
+                    "{:.2} vs {:.2} MB/s = **{:.0}%**",
+                    median(&via) / 1e6,
+                    median(&direct) / 1e6,
+                    median(&ratio) * 100.0
+                ),
+                "≥ 95%".into(),
+            ]);
+        }
+        if let Ok(l) = &self.loopback {
+            if !l.direct.is_empty() && !l.proxied.is_empty() {
+                v.push([
+                    "loopback: proxy data path vs direct".into(),
+                    format!("**{:.0}%**", median(&l.proxied) / median(&l.direct) * 100.0),
+                    "≥ 90%".into(),
+                ]);
+            }
+            if !l.latency.is_empty() {
+                let diff: Vec<f64> = l.latency.iter().map(|(d, p)| p - d).collect();
+                v.push([
+                    "loopback: added connect latency, p50".into(),
+                    format!("**{:.0} µs**", super::loopback::percentile(&diff, 50.0)),
+                    "≤ 100 µs".into(),
+                ]);
+            }
+        }
+        v
+    }
+
+    fn split_table(&self, m: &mut String, splits: &[Split]) {
+        let _ = writeln!(m, "| run | {} |", self.link_names.join(" | "));
+        let _ = writeln!(m, "|---|{}", "---:|".repeat(self.link_names.len()));
+        for (i, split) in splits.iter().enumerate() {
+            let total: u64 = split.iter().sum::<u64>().max(1);
+            let cells: Vec<String> = split
+                .iter()
+                .map(|b| format!("{:.1} MB ({:.0}%)", *b as f64 / 1e6, *b as f64 / total as f64 * 100.0))
+                .collect();
+            let _ = writeln!(m, "| {} | {} |", i + 1, cells.join(" | "));
+        }
+    }
+
+    /// This profile's section of `docs/benchmarks.md`.
+    pub fn section(&self, svg_name: &str) -> String {
+        let mut m = String::new();
+        let p = &self.profile;
+        let single = p.nodes.len() == 1;
+        let _ = writeln!(m, "## `{}`: {}\n", p.name, p.why);
         let _ = writeln!(
             m,
-            "- **Lab:** the `{}` profile ({}) built with `Lab::build`: network namespaces, tbf for \
-             rate (both directions), a userspace delay line for RTT. Origin: {} on 10.99.0.1 in the \
-             internet namespace, serving files with known SHA-256; every download is verified.\n",
-            p.name,
-            links.join(", "),
+            "- **Run:** `{}` on {}, {} run(s) per measurement{}, interleaved (run 1 of \
+             everything, then run 2, …); tables show the median and the min–max. MB = 10^6 bytes. \
+             The whole bench took {:.0} s.",
+            self.command,
+            self.date,
+            self.runs,
+            if self.quick { " (`--quick`)" } else { "" },
+            self.elapsed_secs
+        );
+        let _ = writeln!(
+            m,
+            "- **Machine:** {}; **booster:** {}",
+            self.machine, self.booster_version
+        );
+        let _ = writeln!(
+            m,
+            "- **Lab:** {} — built with `Lab::build`: network namespaces, tbf for rate (both \
+             directions), a userspace delay line for RTT. Origin: {} on 10.99.0.1 in the internet \
+             namespace, serving files with known SHA-256; every download is verified.\n",
+            self.lab_line(),
             self.origin
         );
 
-        let _ = writeln!(m, "## Throughput on `{}`\n", p.name);
+        let _ = writeln!(m, "### Throughput on `{}`\n", p.name);
         let _ = writeln!(m, "| what | MB/s (median) | min–max | % of link sum | × best link |");
         let _ = writeln!(m, "|---|---:|---:|---:|---:|");
         for l in self.table() {
@@ -421,75 +568,129 @@ impl Results {
             let _ = writeln!(m, "| {what} | {} | {} | {} | {} |", l[1], l[2], l[3], l[4]);
         }
         let _ = writeln!(m);
-        let _ = writeln!(
-            m,
-            "- **Link sum:** each uplink downloads a large file alone (socket bound to its \
-             interface), all at the same time, for {} s; bytes / time per uplink. Best single \
-             link = the fastest of those.",
-            self.alone_secs
-        );
-        if !self.booster_splits.is_empty() || self.rows.iter().any(|r| r.what.contains("booster")) {
+        if !self.pinned.is_empty() {
+            let ratios: Vec<f64> = self.pinned.iter().map(|(v, d)| v / d * 100.0).collect();
+            let (lo, hi) = min_max(&ratios);
             let _ = writeln!(
                 m,
-                "- **booster:** `booster start --iface … --listen 127.0.0.1:1080 --api \
-                 127.0.0.1:4884 --probe-target 10.99.0.1:80` in the home namespace; {} `curl -x \
-                 socks5h://127.0.0.1:1080` at once, each downloading a different {} MB file; \
-                 throughput = all bytes / time until the last one finished. The node starts \
-                 cold, so one warm-up round (the same number of 2 MB downloads) runs first to \
-                 let it learn each link's capacity. A real node remembers that across restarts \
-                 (it is kept in the data dir), so this is the steady state, not a trick. The same \
-                 node serves every run.",
-                self.booster_parallel, self.booster_file_mb
+                "**One stream through a peer vs that phone's uplink directly: {:.0}%** \
+                 (median of the per-run ratios; {:.0}–{:.0}%; per run: {}).\n",
+                median(&ratios),
+                lo,
+                hi,
+                ratios.iter().map(|r| format!("{r:.0}%")).collect::<Vec<_>>().join(", ")
             );
         }
         let _ = writeln!(
             m,
-            "- **aria2c:** `aria2c --multiple-interface=<every uplink> -x16 -s16 -k1M`, one file, \
-             timed from start to exit.\n\
-             - **kernel MPTCP:** `mptcpize run nginx` (a second instance, port 81) in the internet \
-             namespace and `mptcpize run curl` in home; `ip mptcp limits set subflow 8 \
-             add_addr_accepted 8` on both ends and one `ip mptcp endpoint add <addr> dev <iface> \
-             subflow` per uplink; one stream."
+            "- **Link sum:** each uplink downloads a large file alone (socket bound to its \
+             interface{}), all at the same time, for {} s; bytes / time per uplink. Best single \
+             link = the fastest of those.",
+            if single { "" } else { ", from its own node's namespace" },
+            self.alone_secs
         );
-        if let Some(s) = self.split_text(&self.booster_splits) {
-            let _ = writeln!(m, "\n### Where booster's bytes went\n");
+        if single {
+            if self.rows.iter().any(|r| r.tag == "booster") {
+                let _ = writeln!(
+                    m,
+                    "- **booster:** `booster start --iface … --listen 127.0.0.1:1080 --api \
+                     127.0.0.1:4884 --probe-target 10.99.0.1:80` in the home namespace; {} `curl -x \
+                     socks5h://127.0.0.1:1080` at once, each downloading a different {} MB file; \
+                     throughput = all bytes / time until the last one finished. The node starts \
+                     cold, so one warm-up round (the same number of 2 MB downloads) runs first to \
+                     let it learn each link's capacity. A real node remembers that across restarts \
+                     (it is kept in the data dir), so this is the steady state, not a trick. The \
+                     same node serves every run.",
+                    self.booster_parallel, self.booster_file_mb
+                );
+            }
+        } else {
+            let _ = writeln!(
+                m,
+                "- **booster:** on each phone, `booster start --iface 4g --name phone-N \
+                 --peer-listen <its LAN address>:4885 --secret-file F --no-mdns` (lending its 4G \
+                 uplink); on home, `booster start --iface adsl --name home --secret-file F --peer \
+                 <phone-1> --peer <phone-2> --no-mdns` (borrowing both), each with `--listen \
+                 127.0.0.1:1080 --api 127.0.0.1:4884 --probe-target 10.99.0.1:80` in its own \
+                 namespace; the secret file lives in the bench's temp dir. The bench waits until \
+                 home's `/api/status` shows `adsl`, `phone-1/4g` and `phone-2/4g` usable. Then, as \
+                 on `home`: one warm-up round of {n} × 2 MB, and per run {n} `curl -x \
+                 socks5h://127.0.0.1:1080` in home's namespace at once, each downloading a \
+                 different {} MB file; all bytes / time until the last finished. Bytes per \
+                 uplink are the interface counters on home/adsl, phone-1/4g and phone-2/4g.",
+                self.booster_file_mb,
+                n = self.booster_parallel
+            );
+            if !self.pinned.is_empty() || self.rows.iter().any(|r| r.tag == "pinned") {
+                let _ = writeln!(
+                    m,
+                    "- **One stream through a peer:** `curl -x http://127.0.0.1:1080 -H \
+                     \"X-Booster-Source: {src}\"` in home's namespace (the node pins the request \
+                     to that source and does not forward the header), against `curl --interface \
+                     4g` in {node}'s namespace, the same file, one after the other in the same \
+                     run; bytes / curl's `time_total`.",
+                    src = self.pinned_source,
+                    node = self.pinned_source.split('/').next().unwrap_or("the phone")
+                );
+            }
+        }
+        if self.rows.iter().any(|r| r.tag == "get" || r.tag == "get-node") {
+            let _ = writeln!(
+                m,
+                "- **`booster get`:** `booster get URL -o FILE {} --sha256 <the file's SHA-256> \
+                 --quiet --no-progress --no-resume` in home's namespace, timed from spawn to exit \
+                 (so the checksum check is included). **Tail rate:** every uplink's rx counter is \
+                 sampled every 100 ms during the download (FILE.part is preallocated, so its size \
+                 says nothing); the tail rate is 10% of the bytes / the time between the moments \
+                 the summed count passed 90% and 100% of its final value (interpolated within a \
+                 sample interval).{}",
+                if single {
+                    "--iface <each uplink>"
+                } else {
+                    "--node 127.0.0.1:4884"
+                },
+                if self.rows.iter().any(|r| r.tag == "aria2c-tail") {
+                    " The same is computed for aria2c."
+                } else {
+                    ""
+                }
+            );
+        }
+        if single {
+            let _ = writeln!(
+                m,
+                "- **aria2c:** `aria2c --multiple-interface=<every uplink> -x16 -s16 -k1M`, one \
+                 file, timed from start to exit.\n\
+                 - **kernel MPTCP:** `mptcpize run nginx` (a second instance, port 81) in the \
+                 internet namespace and `mptcpize run curl` in home; `ip mptcp limits set subflow 8 \
+                 add_addr_accepted 8` on both ends and one `ip mptcp endpoint add <addr> dev \
+                 <iface> subflow` per uplink; one stream."
+            );
+        }
+        if !self.booster_splits.is_empty() {
+            let _ = writeln!(m, "\n#### Where booster's bytes went\n");
             let _ = writeln!(
                 m,
                 "Bytes received per uplink (interface counters, so headers included) during each \
-                 measured round:\n"
+                 measured round of parallel downloads:\n"
             );
+            self.split_table(&mut m, &self.booster_splits);
             let sum = median(&self.sums());
-            let _ = writeln!(m, "| run | {} |", self.link_names.join(" | "));
-            let _ = writeln!(m, "|---|{}", "---:|".repeat(self.link_names.len()));
-            for (i, split) in self.booster_splits.iter().enumerate() {
-                let total: u64 = split.iter().sum::<u64>().max(1);
-                let cells: Vec<String> = split
-                    .iter()
-                    .map(|b| format!("{:.1} MB ({:.0}%)", *b as f64 / 1e6, *b as f64 / total as f64 * 100.0))
-                    .collect();
-                let _ = writeln!(m, "| {} | {} |", i + 1, cells.join(" | "));
-            }
             let ideal: Vec<String> = (0..self.link_names.len())
                 .map(|i| format!("{:.0}%", self.link_median(i) / sum * 100.0))
                 .collect();
             let _ = writeln!(m, "| ideal (share of the link sum) | {} |", ideal.join(" | "));
-            let _ = s;
         }
-        for (what, splits) in [("aria2c", &self.aria_splits), ("MPTCP", &self.mptcp_splits)] {
+        for (what, splits) in [
+            ("`booster get`", &self.get_splits),
+            ("aria2c", &self.aria_splits),
+            ("MPTCP", &self.mptcp_splits),
+        ] {
             if splits.is_empty() {
                 continue;
             }
             let _ = writeln!(m, "\n{what}, bytes per uplink per run:\n");
-            let _ = writeln!(m, "| run | {} |", self.link_names.join(" | "));
-            let _ = writeln!(m, "|---|{}", "---:|".repeat(self.link_names.len()));
-            for (i, split) in splits.iter().enumerate() {
-                let total: u64 = split.iter().sum::<u64>().max(1);
-                let cells: Vec<String> = split
-                    .iter()
-                    .map(|b| format!("{:.1} MB ({:.0}%)", *b as f64 / 1e6, *b as f64 / total as f64 * 100.0))
-                    .collect();
-                let _ = writeln!(m, "| {} | {} |", i + 1, cells.join(" | "));
-            }
+            self.split_table(&mut m, splits);
         }
         if !self.booster_splits.is_empty() {
             let _ = writeln!(
@@ -500,95 +701,140 @@ impl Results {
             );
         }
 
-        let _ = writeln!(m, "\n## Failover\n");
-        match &self.failover {
-            Ok(f) => {
-                let _ = writeln!(
-                    m,
-                    "Kernel MPTCP, one {:.0} MB stream; `{}` (the fastest uplink) blackholed in \
-                     the delay line (interface up, every packet dropped) for 10 s starting 3 s in: \
-                     **{:.1} s**, file intact. The ideal with this run's link rates is {:.1} s, so \
-                     about {:.1} s were lost stalled on the dead path.\n",
-                    f.size_mb,
-                    f.link,
-                    f.secs,
-                    f.ideal_secs,
-                    f.secs - f.ideal_secs
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(m, "Kernel MPTCP: not measured ({}).\n", first_line(e));
-            }
-        }
-        let _ = writeln!(
-            m,
-            "booster: pending: bond (issue 6). The failover run of a single stream belongs to \
-             the bond, which is not built yet."
-        );
-
-        let _ = writeln!(m, "\n## Proxy data path on loopback\n");
-        match &self.loopback {
-            Ok(l) => {
-                let _ = writeln!(
-                    m,
-                    "In a fresh namespace with only `lo` (no other process shares its ports); the \
-                     node is `booster start --iface lo`.\n"
-                );
-                let _ = writeln!(m, "| what | result | target |\n|---|---|---|");
-                for line in self.loopback_lines(l) {
-                    let _ = writeln!(m, "| {} | {} | {} |", line[0], line[1], line[2]);
+        if single {
+            let _ = writeln!(m, "\n### Failover on `{}`\n", p.name);
+            match &self.failover {
+                Ok(f) => {
+                    let _ = writeln!(
+                        m,
+                        "Kernel MPTCP, one {:.0} MB stream; `{}` (the fastest uplink) blackholed in \
+                         the delay line (interface up, every packet dropped) for 10 s starting 3 s \
+                         in: **{:.1} s**, file intact. The ideal with this run's link rates is \
+                         {:.1} s, so about {:.1} s were lost stalled on the dead path.\n",
+                        f.size_mb,
+                        f.link,
+                        f.secs,
+                        f.ideal_secs,
+                        f.secs - f.ideal_secs
+                    );
                 }
-                let _ = writeln!(
-                    m,
-                    "\n- Throughput: `curl -o /dev/null` of a 1 GB file, direct vs `-x \
-                     socks5h://…`; bytes / curl's `time_total`, {} run(s) each.\n\
-                     - Connect latency: a small SOCKS5 client in the bench times greeting → \
-                     method reply → CONNECT → reply, against a plain TCP connect to the same \
-                     listener, in alternating pairs after 20 warm-up pairs; the difference per \
-                     pair, as percentiles.\n\
-                     - Idle connections: SOCKS5 CONNECTs to a loopback listener that accepts and \
-                     holds them; the node's VmRSS from `/proc/<pid>/status` before and after, \
-                     1 s after the last was accepted. Kernel socket buffers are not in RSS. \
-                     After closing them all, the same number is opened again: RSS that does not \
-                     grow the second time means the freed memory is kept by the allocator for \
-                     reuse (glibc does not hand it back to the OS), not leaked.",
-                    l.direct.len()
-                );
-                for n in &l.notes {
-                    let _ = writeln!(m, "- {n}");
+                Err(e) => {
+                    let _ = writeln!(m, "Kernel MPTCP: not measured ({}).\n", first_line(e));
                 }
             }
-            Err(e) => {
-                let _ = writeln!(m, "Not measured: {}.", first_line(e));
+            let _ = writeln!(
+                m,
+                "booster: pending: bond (issue 6). The failover run of a single stream belongs to \
+                 the bond, which is not built yet."
+            );
+        }
+
+        if let Ok(l) = &self.loopback {
+            let _ = writeln!(m, "\n### Proxy data path on loopback\n");
+            let _ = writeln!(
+                m,
+                "Measured with the `{}` run (it does not depend on the profile). In a fresh \
+                 namespace with only `lo` (no other process shares its ports); the node is \
+                 `booster start --iface lo`.\n",
+                p.name
+            );
+            let _ = writeln!(m, "| what | result | target |\n|---|---|---|");
+            for line in self.loopback_lines(l) {
+                let _ = writeln!(m, "| {} | {} | {} |", line[0], line[1], line[2]);
+            }
+            let _ = writeln!(
+                m,
+                "\n- Throughput: `curl -o /dev/null` of a 1 GB file, direct vs `-x \
+                 socks5h://…`; bytes / curl's `time_total`, {} run(s) each.\n\
+                 - Connect latency: a small SOCKS5 client in the bench times greeting → \
+                 method reply → CONNECT → reply, against a plain TCP connect to the same \
+                 listener, in alternating pairs after 20 warm-up pairs; the difference per \
+                 pair, as percentiles.\n\
+                 - Idle connections: SOCKS5 CONNECTs to a loopback listener that accepts and \
+                 holds them; the node's VmRSS from `/proc/<pid>/status` before and after, \
+                 1 s after the last was accepted. Kernel socket buffers are not in RSS. \
+                 After closing them all, the same number is opened again: RSS that does not \
+                 grow the second time means the freed memory is kept by the allocator for \
+                 reuse (glibc does not hand it back to the OS), not leaked.",
+                l.direct.len()
+            );
+            for n in &l.notes {
+                let _ = writeln!(m, "- {n}");
             }
         }
 
-        let _ = writeln!(m, "\n## Anchors (for reference)\n");
-        let _ = writeln!(
-            m,
-            "Measured earlier on the same kind of lab (from `shared/anchors.md`, not re-measured \
-             except where the table above has a row for them):\n"
-        );
-        let _ = writeln!(m, "{ANCHORS}");
-
-        let _ = writeln!(m, "\n## Notes\n");
-        for n in &self.notes {
-            let _ = writeln!(m, "- {n}");
+        if !self.notes.is_empty() {
+            let _ = writeln!(m, "\n### Notes on `{}`\n", p.name);
+            for n in &self.notes {
+                let _ = writeln!(m, "- {n}");
+            }
         }
-        let _ = writeln!(m, "\nThe whole bench took {:.0} s.", self.elapsed_secs);
         m
     }
 
-    /// Writes the markdown and the plot (`samples`: the plotted booster round).
+    /// The raw figures, for `docs/bench-<profile>.json`.
+    fn raw(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "tag": r.tag,
+                    "what": r.what,
+                    "bytes_per_sec": r.samples,
+                    "skipped": r.skip,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "link_names": self.link_names,
+            "alone_bytes_per_sec": self.alone,
+            "rows": rows,
+            "booster_splits": self.booster_splits,
+            "get_splits": self.get_splits,
+            "aria_splits": self.aria_splits,
+            "mptcp_splits": self.mptcp_splits,
+            "pinned_source": self.pinned_source,
+            "pinned_via_peer_and_direct_bytes_per_sec": self.pinned,
+            "failover": self.failover.as_ref().ok().map(|f| serde_json::json!({
+                "link": f.link, "size_mb": f.size_mb, "secs": f.secs, "ideal_secs": f.ideal_secs,
+            })),
+            "loopback": self.loopback.as_ref().ok().map(|l| serde_json::json!({
+                "direct_bytes_per_sec": l.direct,
+                "proxied_bytes_per_sec": l.proxied,
+                "connect_us_direct_proxied": l.latency,
+                "idle_n": l.idle_n,
+                "rss_kib": [l.rss_before_kib, l.rss_after_kib, l.rss_closed_kib, l.rss_reopened_kib],
+            })),
+        })
+    }
+
+    /// Writes `docs/bench-<profile>.json` (this run), the plot, and regenerates the markdown
+    /// from every profile's JSON next to it (other profiles' sections are kept as they were).
     pub fn write(&self, md: &Path, svg: &Path, samples: &[(f64, Vec<u64>)]) -> Result<()> {
-        if let Some(dir) = md.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
+        let dir = md
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
         let svg_name = svg
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        std::fs::write(md, self.markdown(&svg_name))?;
+        let json = serde_json::json!({
+            "profile": self.profile.name,
+            "date": self.date,
+            "command": self.command,
+            "runs": self.runs,
+            "quick": self.quick,
+            "elapsed_secs": self.elapsed_secs,
+            "headlines": self.headlines(),
+            "markdown": self.section(&svg_name),
+            "raw": self.raw(),
+        });
+        let jpath = dir.join(format!("bench-{}.json", self.profile.name));
+        std::fs::write(&jpath, serde_json::to_string_pretty(&json)? + "\n")?;
+        std::fs::write(md, assemble(dir))?;
         if !samples.is_empty() {
             let series: Vec<plot::Series> = self
                 .link_names
@@ -619,6 +865,56 @@ impl Results {
         }
         Ok(())
     }
+}
+
+/// `docs/benchmarks.md` from every `bench-<profile>.json` in `dir`, in profile order.
+pub fn assemble(dir: &Path) -> String {
+    let sections: Vec<serde_json::Value> = crate::profile::PROFILE_NAMES
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(dir.join(format!("bench-{p}.json"))).ok())
+        .filter_map(|s| serde_json::from_str(&s).ok())
+        .collect();
+    let mut m = String::new();
+    let _ = writeln!(m, "# Benchmarks\n");
+    let _ = writeln!(
+        m,
+        "Written by `lab bench` (crates/lab/src/bench.rs) from real runs, one section per lab \
+         profile; every figure in a section comes from that profile's latest run (its date and \
+         command are in the section). `lab bench PROFILE` regenerates only its own section, from \
+         `docs/bench-PROFILE.json`, which also holds the raw figures; the other sections are \
+         rebuilt unchanged from theirs. Re-run with:\n"
+    );
+    let _ = writeln!(m, "```sh\ncargo build --release -p booster -p booster-lab");
+    let _ = writeln!(
+        m,
+        "cargo run -p booster-lab --release -- bench home     # also measures the proxy on loopback"
+    );
+    let _ = writeln!(m, "cargo run -p booster-lab --release -- bench peers");
+    let _ = writeln!(m, "cargo run -p booster-lab --release -- bench skewed\n```\n");
+    let _ = writeln!(m, "## Against the targets\n");
+    let _ = writeln!(m, "| profile | what | result | target |\n|---|---|---|---|");
+    for s in &sections {
+        let prof = s["profile"].as_str().unwrap_or("?");
+        for h in s["headlines"].as_array().into_iter().flatten() {
+            let cell = |i: usize| h.get(i).and_then(|c| c.as_str()).unwrap_or("").to_owned();
+            let _ = writeln!(m, "| `{prof}` | {} | {} | {} |", cell(0), cell(1), cell(2));
+        }
+    }
+    let _ = writeln!(m);
+    for s in &sections {
+        if let Some(md) = s["markdown"].as_str() {
+            let _ = writeln!(m, "{}", md.trim_end());
+            let _ = writeln!(m);
+        }
+    }
+    let _ = writeln!(m, "## Anchors (for reference)\n");
+    let _ = writeln!(
+        m,
+        "Measured earlier on the same kind of lab (from `shared/anchors.md`, not re-measured \
+         except where a table above has a row for them):\n"
+    );
+    let _ = writeln!(m, "{ANCHORS}");
+    m
 }
 
 /// The reference figures of `shared/anchors.md`.
@@ -660,5 +956,26 @@ mod tests {
         // Slightly unequal 4G links: only 1/5/6 reaches the best makespan.
         let (_, split) = integer_ceiling(&[0.50e6, 2.37e6, 2.39e6], 12, 10e6);
         assert_eq!(split, [1, 5, 6]);
+    }
+
+    #[test]
+    fn the_markdown_keeps_every_profiles_section() {
+        let dir = std::env::temp_dir().join(format!("bt-bench-assemble-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (p, text) in [("skewed", "## `skewed`: S\n"), ("home", "## `home`: H\n")] {
+            let j = serde_json::json!({
+                "profile": p,
+                "headlines": [["what", format!("{p} result"), "target"]],
+                "markdown": text,
+            });
+            std::fs::write(dir.join(format!("bench-{p}.json")), j.to_string()).unwrap();
+        }
+        std::fs::write(dir.join("bench-lossy.json"), "not json").unwrap();
+        let m = assemble(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (h, s) = (m.find("## `home`").unwrap(), m.find("## `skewed`").unwrap());
+        assert!(h < s, "profile order: home before skewed\n{m}");
+        assert!(m.contains("| `home` | what | home result | target |"), "{m}");
+        assert!(m.contains("## Anchors"));
     }
 }

@@ -1,0 +1,355 @@
+//! Transparent splitting: a large plain-HTTP `GET` through the HTTP proxy is fetched by byte
+//! ranges over every usable source at once and delivered to the client in order, as the one
+//! `200` it asked for.
+//!
+//! 1. [`plan`]: is the request eligible (config, `GET` without a body, no `Range`/`If-Range` of
+//!    the client's, no credentials unless allowed, no pinned source, two or more sources)?
+//! 2. The proxy adds `Range: bytes=0-(FIRST_PIECE-1)` to the request it forwards; that answer is
+//!    the probe. [`decide`]: a `206` for a big enough entity with a strong validator is split; a
+//!    `206` that already holds the whole entity is forwarded as a `200`; any other `206` (or a
+//!    `416`) is dropped and the request is sent again without the range; every other answer
+//!    (`200` from a server ignoring ranges, 3xx, 4xx, 5xx) is forwarded as it is.
+//! 3. [`run`]: a `200` head derived from the `206`, the probe's body straight from the proxy's
+//!    connection, then the rest from [`fetch::fetch_rest`] (the range engine of `booster get`,
+//!    with `If-Range`) through a bounded reorder buffer. A failure after the head cuts the
+//!    client off: a truncated body, never a wrong one.
+
+use crate::{
+    config::Tier,
+    dial::{dial, Metered},
+    fetch::{self, BoxFuture, Connector, Stream},
+    http_proxy::{forward_body, write_head},
+    policy::Verdict,
+    proxy::Ctx,
+    source::Source,
+    state::Node,
+    target::Target,
+};
+use proto::http::{BodyFraming, Header, ProxyTarget, RequestHead, ResponseHead};
+use std::{
+    io,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::net::TcpStream;
+
+/// Bytes asked for by the probe (the proxy's own ranged request). A `206` for an entity between
+/// this and `min_size` is dropped and asked for again without a range, so it stays small.
+pub const FIRST_PIECE: u64 = 1 << 20;
+/// Chunks in flight between the range engine and the client writer (each up to 128 KiB).
+const CHANNEL: usize = 64;
+
+/// Request headers the range requests never copy from the client's: set by the engine itself,
+/// about this hop, about the client's own range, or conditions that would turn a range into a
+/// `304`/`412`.
+const NOT_COPIED: &[&str] = &[
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+    crate::http_proxy::PIN_HEADER,
+];
+
+/// An eligible request: where the rest would come from.
+pub struct Plan {
+    url: String,
+    headers: Vec<(String, String)>,
+    sources: Vec<Arc<Source>>,
+}
+
+/// The split of an eligible request, if it may be split. `origin` is the request as forwarded
+/// (origin form); `pinned`: the client named a source.
+pub fn plan(
+    ctx: &Ctx,
+    head: &RequestHead,
+    target: &ProxyTarget,
+    origin: &RequestHead,
+    framing: BodyFraming,
+    pinned: bool,
+) -> Option<Plan> {
+    let cfg = &ctx.node.config.split;
+    if !cfg.enabled || pinned || head.method != "GET" || framing != BodyFraming::None {
+        return None;
+    }
+    let ProxyTarget::Absolute {
+        host,
+        port,
+        origin_form,
+    } = target
+    else {
+        return None;
+    };
+    let has = |name: &str| head.header(name).is_some();
+    if has("range") || has("if-range") || has("upgrade") {
+        return None;
+    }
+    if !cfg.credentials && (has("authorization") || has("cookie")) {
+        return None;
+    }
+    let sources = sources(&ctx.node, &Target::new(host, *port), ctx)?;
+    let headers = origin
+        .headers
+        .iter()
+        .filter(|h| !NOT_COPIED.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
+        .filter_map(|h| Some((h.name.clone(), String::from_utf8(h.value.clone()).ok()?)))
+        .collect();
+    Some(Plan {
+        url: format!("http://{}{origin_form}", target.host_header()),
+        headers,
+        sources,
+    })
+}
+
+/// The sources a split may use: those the balancer would (policies allow them, usable now), in
+/// the best one's tier. `None` when fewer than two, or when the destination is sticky.
+fn sources(node: &Node, target: &Target, ctx: &Ctx) -> Option<Vec<Arc<Source>>> {
+    let policies = node.policies();
+    if policies.sticky(target.domain(), target.ip()).is_some() {
+        return None;
+    }
+    let ranked = crate::balancer::rank(node, target, ctx.scorer.as_ref(), Instant::now()).ok()?;
+    let tier = |s: &Source| if s.over_cap() { Tier::Backup } else { s.tier };
+    let top = tier(ranked.first()?);
+    let picked: Vec<_> = ranked
+        .into_iter()
+        .filter(|s| tier(s) == top && policies.verdict(&s.name, target.domain(), target.ip()) == Verdict::Allow)
+        .collect();
+    (picked.len() >= 2).then_some(picked)
+}
+
+/// The `Range` header the proxy adds to an eligible request.
+pub fn probe_range() -> Header {
+    Header {
+        name: "Range".into(),
+        value: format!("bytes=0-{}", FIRST_PIECE - 1).into_bytes(),
+    }
+}
+
+/// What to do with the answer to a request sent with [`probe_range`].
+pub enum Decision {
+    /// Split: the answer's body is `[0, first)` of an entity of `size` bytes.
+    Split { first: u64, size: u64, validator: String },
+    /// A `206` holding the whole entity: forward it as a `200` (see [`as_full`]).
+    Whole,
+    /// Drop the answer (and its connection) and send the request again without the range.
+    Retry,
+    /// Forward the answer as it is.
+    Forward,
+}
+
+pub fn decide(ctx: &Ctx, resp: &ResponseHead, rframing: BodyFraming) -> Decision {
+    let cfg = &ctx.node.config.split;
+    match resp.status {
+        206 => {}
+        416 => return Decision::Retry,
+        _ => return Decision::Forward,
+    }
+    let Some((0, last, size)) = fetch::content_range(resp) else {
+        return Decision::Retry;
+    };
+    let first = last + 1;
+    if first != FIRST_PIECE.min(size) {
+        return Decision::Retry;
+    }
+    if first == size {
+        return Decision::Whole;
+    }
+    let text = |name| {
+        resp.header(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(|s| s.trim().to_string())
+    };
+    let mime_ok = match &cfg.mime {
+        None => true,
+        Some(prefixes) => text("content-type")
+            .map(|t| t.to_ascii_lowercase())
+            .is_some_and(|t| prefixes.iter().any(|p| t.starts_with(p.as_str()))),
+    };
+    // An encoded representation may differ between the client's Accept-Encoding and the
+    // engine's `identity`: only identity bodies are split.
+    let identity = text("content-encoding").is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"));
+    let validator = fetch::validator(text("etag").as_deref(), text("last-modified").as_deref());
+    match validator {
+        // The probe's body goes out verbatim under our Content-Length: it must not be chunked.
+        Some(validator) if size >= cfg.min_size && mime_ok && identity && rframing == BodyFraming::Length(first) => {
+            Decision::Split { first, size, validator }
+        }
+        _ => Decision::Retry,
+    }
+}
+
+/// A `206` holding a whole entity as the `200` the client asked for.
+pub fn as_full(resp: &ResponseHead) -> ResponseHead {
+    let mut r = resp.clone();
+    r.status = 200;
+    r.reason = "OK".into();
+    r.headers.retain(|h| !h.name.eq_ignore_ascii_case("content-range"));
+    r
+}
+
+/// Serves a split response: the `200` head, the probe's body from `up`, then the rest over every
+/// source of the plan. `Err` once the head went out means the client must be cut off.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    ctx: &Ctx,
+    plan: Plan,
+    client: &mut TcpStream,
+    up: &mut Metered,
+    rbuf: &mut Vec<u8>,
+    resp: &ResponseHead,
+    rframing: BodyFraming,
+    client_keep: bool,
+    (first, size, validator): (u64, u64, String),
+) -> Result<(), String> {
+    let started = Instant::now();
+    let mut head = as_full(resp);
+    head.headers.retain(|h| !h.name.eq_ignore_ascii_case("content-length"));
+    head.headers.push(Header {
+        name: "Content-Length".into(),
+        value: size.to_string().into_bytes(),
+    });
+    write_head(client, &head, Some(client_keep))
+        .await
+        .map_err(|e| format!("writing the head: {e}"))?;
+    let names: Vec<String> = plan.sources.iter().map(|s| s.name.clone()).collect();
+    let connector: Arc<dyn Connector> = Arc::new(SplitConnector {
+        node: ctx.node.clone(),
+        sources: plan.sources,
+    });
+    let stop = ctx.kill.child_token();
+    let opts = fetch::Options {
+        stop: stop.clone(),
+        notify: Arc::new(|m| tracing::debug!("split: {m}")),
+        ..fetch::Options::default()
+    };
+    let stats = opts.stats.clone();
+    let rest = fetch::Rest {
+        url: plan.url.clone(),
+        headers: plan.headers,
+        start: first,
+        size,
+        validator,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL);
+    let idle = ctx.node.config.idle_timeout;
+    let engine = async {
+        let r = fetch::fetch_rest(rest, connector, opts, tx).await;
+        if r.is_err() {
+            stop.cancel();
+        }
+        r
+    };
+    let deliver = async {
+        // The probe's own body first; meanwhile the engine already fetches the rest (up to its
+        // window and the channel).
+        let r = async {
+            forward_body(up, rbuf, &mut *client, rframing, idle)
+                .await
+                .map_err(|e| format!("the first piece: {e}"))?;
+            tokio::select! {
+                r = fetch::write_ordered(rx, &mut *client, first) => r.map_err(|e| format!("writing to the client: {e}")),
+                // Keep the engine's error, not a short count.
+                _ = stop.cancelled() => Err(String::new()),
+            }
+        }
+        .await;
+        if r.is_err() {
+            stop.cancel();
+        }
+        r
+    };
+    let (er, dr) = tokio::join!(engine, deliver);
+    let reached = match (er, dr) {
+        (_, Err(e)) if !e.is_empty() => return Err(e),
+        (Err(e), _) => return Err(format!("the range fetch: {e}")),
+        (Ok(()), Err(_)) => return Err("stopped".into()),
+        (Ok(()), Ok(n)) => n,
+    };
+    if reached != size {
+        return Err(format!("only {reached} of {size} bytes"));
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    let per: Vec<String> = stats
+        .per_source()
+        .iter()
+        .map(|(n, b)| format!("{n}={b}"))
+        .chain(std::iter::once(format!("{}(probe)={first}", up.source().name)))
+        .collect();
+    tracing::debug!(
+        url = %plan.url,
+        size,
+        sources = names.len(),
+        bytes = %per.join(" "),
+        mbyte_per_s = format!("{:.2}", size as f64 / secs / 1e6),
+        "split download done"
+    );
+    Ok(())
+}
+
+/// The range requests' connections: [`dial`] through one of the plan's sources, with the
+/// address rules checked again once the name resolved (as the balancer does).
+struct SplitConnector {
+    node: Arc<Node>,
+    sources: Vec<Arc<Source>>,
+}
+
+impl Connector for SplitConnector {
+    fn sources(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn prior_rate(&self, source: usize) -> Option<f64> {
+        let v = self.sources.get(source)?.view();
+        v.capacity_known.then_some(v.capacity)
+    }
+
+    fn connect<'a>(&'a self, source: usize, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move {
+            let src = self
+                .sources
+                .get(source)
+                .ok_or_else(|| io::Error::other("no such source"))?;
+            let target = Target::new(host, port);
+            let policies = self.node.policies();
+            let name = target.domain().map(str::to_owned);
+            let allow = |ip| {
+                !policies.refused(name.as_deref(), Some(ip))
+                    && policies.address_verdict(&src.name, name.as_deref(), ip) != Verdict::Deny
+            };
+            match tokio::time::timeout(
+                Duration::from_secs(30),
+                dial(&self.node, src, &target, &self.node.dial_opts, allow),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => {
+                    src.record_success(Some(conn.connect_time));
+                    Ok(Box::new(conn) as Box<dyn Stream>)
+                }
+                Ok(Err(e)) => {
+                    if e.source_fault() {
+                        src.record_failure(Instant::now());
+                    }
+                    Err(io::Error::other(e.to_string()))
+                }
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        })
+    }
+}

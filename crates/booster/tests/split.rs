@@ -1,0 +1,274 @@
+//! Transparent splitting in the HTTP proxy: a node whose sources are three emulated uplinks
+//! (in-process, no root), our origin, and curl as the client.
+
+mod common;
+
+use booster::{
+    config::{Config, FileConfig, Overrides, Tier},
+    run::{self, Extras, Running},
+    source::{Source, SourceKind},
+};
+use common::{curl, sha256};
+use lab::{
+    emulink::EmuLink,
+    origin::{body_bytes, sha256_hex, Faults, Origin},
+    profile::LinkSpec,
+};
+use std::time::{Duration, Instant};
+
+const MB12: u64 = 12_000_000;
+const MB9: u64 = 9_000_000;
+
+fn link(name: &'static str, mbit: u64, rtt_ms: u64) -> EmuLink {
+    EmuLink::new(&LinkSpec {
+        name,
+        rate_bps: mbit * 1_000_000,
+        rtt: Duration::from_millis(rtt_ms),
+        jitter: Duration::ZERO,
+        loss: 0.0,
+    })
+}
+
+fn links() -> Vec<EmuLink> {
+    vec![link("slow", 20, 30), link("fast-a", 40, 20), link("fast-b", 40, 40)]
+}
+
+/// A node on loopback whose only sources are `links`, with extra TOML config.
+async fn node(toml: &str, links: &[EmuLink]) -> Running {
+    let mut cfg = Config::build(
+        FileConfig::parse(toml).expect("test config parses"),
+        Overrides {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            api: Some("127.0.0.1:0".parse().unwrap()),
+            probe_target: Some("none".into()),
+            no_mdns: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    cfg.uplinks.clear();
+    cfg.discover = false;
+    let sources = links
+        .iter()
+        .map(|l| {
+            Source::new(
+                l.name().to_string(),
+                SourceKind::Emulated(l.clone()),
+                Tier::Primary,
+                None,
+                None,
+            )
+        })
+        .collect();
+    run::start(
+        cfg,
+        Extras {
+            sources,
+            no_store: true,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn origin(faults: Faults) -> Origin {
+    Origin::serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), faults).unwrap()
+}
+
+fn url(o: &Origin, size: u64) -> String {
+    format!("http://{}/file/{size}", o.local_addr())
+}
+
+/// `curl -x proxy args...`: (exit code, body, stderr, seconds).
+async fn via(r: &Running, args: &[&str]) -> (i32, Vec<u8>, String, f64) {
+    let mut a = vec!["-x".to_string(), format!("http://{}", r.proxy_addr)];
+    a.extend(args.iter().map(|s| s.to_string()));
+    let t = Instant::now();
+    let (code, out, err) = curl(a).await;
+    (code, out, err, t.elapsed().as_secs_f64())
+}
+
+/// Links that carried more than `min` bytes down.
+fn carriers(links: &[EmuLink], min: u64) -> usize {
+    links.iter().filter(|l| l.bytes_down() > min).count()
+}
+
+fn per_link(links: &[EmuLink]) -> String {
+    links
+        .iter()
+        .map(|l| format!("{} {}", l.name(), l.bytes_down()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_get_is_split_over_every_link_and_is_exact() {
+    let o = origin(Faults::default());
+    let links = links();
+    let r = node("", &links).await;
+    let (code, body, err, secs) = via(&r, &[&url(&o, MB12)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body.len() as u64, MB12);
+    assert_eq!(sha256(&body), sha256_hex(MB12, MB12));
+    eprintln!(
+        "split: {MB12} bytes in {secs:.2} s = {:.2} MB/s; per link: {}",
+        MB12 as f64 / secs / 1e6,
+        per_link(&links)
+    );
+    for l in &links {
+        assert!(
+            l.bytes_down() > 1_000_000,
+            "{} carried only {} bytes",
+            l.name(),
+            l.bytes_down()
+        );
+    }
+    r.shutdown().await;
+
+    // The same download with splitting off, for comparison.
+    let links = crate::links();
+    let r = node("[split]\nenabled = false\n", &links).await;
+    let (code, body, err, secs) = via(&r, &[&url(&o, MB12)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&body), sha256_hex(MB12, MB12));
+    eprintln!(
+        "not split: {MB12} bytes in {secs:.2} s = {:.2} MB/s; per link: {}",
+        MB12 as f64 / secs / 1e6,
+        per_link(&links)
+    );
+    assert_eq!(carriers(&links, 500_000), 1, "{}", per_link(&links));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_are_not_split_and_are_exact() {
+    let o = origin(Faults::default());
+    let links = links();
+    let r = node("", &links).await;
+    for size in [0u64, 1, 1000, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3_000_000] {
+        let (code, body, err, _) = via(&r, &["-D", "-", &url(&o, size)]).await;
+        assert_eq!(code, 0, "{size}: {err}");
+        let head_end = body.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+        let head = String::from_utf8_lossy(&body[..head_end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{size}: {head}");
+        assert!(!head.contains("content-range"), "{size}: {head}");
+        assert!(head.contains(&format!("content-length: {size}\r\n")), "{size}: {head}");
+        assert_eq!(sha256(&body[head_end..]), sha256_hex(size, size), "{size}");
+    }
+    assert_eq!(carriers(&links, 1_500_000), 1, "{}", per_link(&links));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_ignoring_ranges_is_forwarded_as_is() {
+    let o = origin(Faults {
+        ignore_range: true,
+        ..Default::default()
+    });
+    let links = links();
+    let r = node("", &links).await;
+    let (code, body, err, _) = via(&r, &[&url(&o, MB9)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&body), sha256_hex(MB9, MB9));
+    assert_eq!(carriers(&links, 500_000), 1, "{}", per_link(&links));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_range_gets_the_servers_206() {
+    let o = origin(Faults::default());
+    let links = links();
+    let r = node("", &links).await;
+    let (code, body, err, _) = via(&r, &["-D", "-", "-r", "1000-1999", &url(&o, MB12)]).await;
+    assert_eq!(code, 0, "{err}");
+    let head_end = body.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let head = String::from_utf8_lossy(&body[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 206"), "{head}");
+    assert!(
+        head.contains(&format!("content-range: bytes 1000-1999/{MB12}")),
+        "{head}"
+    );
+    let mut want = Vec::new();
+    body_bytes(MB12, 1000, 1000, &mut want);
+    assert_eq!(&body[head_end..], &want[..]);
+    assert_eq!(carriers(&links, 100_000), 0, "{}", per_link(&links));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_a_disabled_split_are_not_split() {
+    let o = origin(Faults::default());
+    let links = links();
+    let r = node("", &links).await;
+    for h in ["Authorization: Bearer x", "Cookie: a=b"] {
+        let before: Vec<u64> = links.iter().map(|l| l.bytes_down()).collect();
+        let (code, body, err, _) = via(&r, &["-H", h, &url(&o, MB9)]).await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(sha256(&body), sha256_hex(MB9, MB9));
+        let used = links
+            .iter()
+            .zip(&before)
+            .filter(|(l, b)| l.bytes_down() - **b > 500_000)
+            .count();
+        assert_eq!(used, 1, "{h}: {}", per_link(&links));
+    }
+    r.shutdown().await;
+
+    // Allowed by config: split.
+    let links = crate::links();
+    let r = node("[split]\ncredentials = true\n", &links).await;
+    let (code, body, err, _) = via(&r, &["-H", "Authorization: Bearer x", &url(&o, MB9)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&body), sha256_hex(MB9, MB9));
+    assert!(carriers(&links, 500_000) >= 2, "{}", per_link(&links));
+    r.shutdown().await;
+
+    let links = crate::links();
+    let r = node("[split]\nenabled = false\n", &links).await;
+    let (code, body, err, _) = via(&r, &[&url(&o, MB9)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&body), sha256_hex(MB9, MB9));
+    assert_eq!(carriers(&links, 500_000), 1, "{}", per_link(&links));
+    r.shutdown().await;
+
+    // A MIME filter that does not match the origin's application/octet-stream.
+    let links = crate::links();
+    let r = node("[split]\nmime = [\"video/\"]\n", &links).await;
+    let (code, body, err, _) = via(&r, &[&url(&o, MB9)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&body), sha256_hex(MB9, MB9));
+    assert_eq!(carriers(&links, 500_000), 1, "{}", per_link(&links));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_mid_body_are_retried_and_the_bytes_are_exact() {
+    let o = origin(Faults {
+        reset_after_bytes: Some(2_000_000),
+        ..Default::default()
+    });
+    let links = links();
+    let r = node("", &links).await;
+    let (code, body, err, _) = via(&r, &[&url(&o, MB12)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body.len() as u64, MB12);
+    assert_eq!(sha256(&body), sha256_hex(MB12, MB12));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_split_requests_on_one_kept_alive_connection() {
+    let o = origin(Faults::default());
+    let links = links();
+    let r = node("", &links).await;
+    let (code, body, err, _) = via(&r, &["-v", &url(&o, MB9), &url(&o, MB12)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Re-using existing connection"), "{err}");
+    let mut want = Vec::new();
+    body_bytes(MB9, 0, MB9 as usize, &mut want);
+    body_bytes(MB12, 0, MB12 as usize, &mut want);
+    assert_eq!(body.len(), want.len());
+    assert!(body == want, "the bodies differ");
+    assert!(carriers(&links, 1_000_000) >= 2, "{}", per_link(&links));
+    r.shutdown().await;
+}
