@@ -284,6 +284,7 @@ fn lab_phase(
     let origin = net::origin_addr(&lab, 80);
     let base = format!("http://{}", lab.origin_ip());
     let _origin = files::start(kind, &inet, origin.into(), files, &work.join("nginx"))?;
+    let _probe = net::answer_default_probe(&lab)?;
     let dl = work.join("dl");
     std::fs::create_dir_all(&dl)?;
     let home_ifaces: Vec<String> = lab.uplinks().iter().map(|u| u.iface.clone()).collect();
@@ -826,7 +827,13 @@ fn print_sampled(what: &str, s: &net::Sampled) {
             .join(" / "),
         s.tail
             .as_ref()
-            .map(|t| format!("; last 10% at {:.2} MB/s ({:.1}–{:.1} s)", t.rate / 1e6, t.t90, t.t100))
+            .map(|t| format!(
+                "; 1% in by {:.1} s; last 10% at {:.2} MB/s ({:.1}–{:.1} s)",
+                t.t1,
+                t.rate / 1e6,
+                t.t90,
+                t.t100
+            ))
             .unwrap_or_default()
     );
 }

@@ -272,6 +272,8 @@ impl Drop for Sampler {
 /// (bytes/s). Crossings are interpolated within a sample interval; the 100% crossing assumes
 /// the rate of the interval before it (the last interval is usually only partly used).
 pub struct Tail {
+    /// When 1% of the bytes had arrived (the start-up delay, roughly).
+    pub t1: f64,
     pub t90: f64,
     pub t100: f64,
     pub rate: f64,
@@ -288,6 +290,7 @@ pub fn tail(samples: &Samples) -> Option<Tail> {
         return None;
     }
     let cross = |x: f64| -> Option<usize> { cum.iter().position(|(_, c)| *c >= x) };
+    let t1 = cum[cross(0.01 * total)?].0;
     let k90 = cross(0.9 * total)?;
     let t90 = if k90 == 0 {
         cum[0].0
@@ -309,6 +312,7 @@ pub fn tail(samples: &Samples) -> Option<Tail> {
     };
     let span = t100 - t90;
     (span > 0.0).then(|| Tail {
+        t1,
         t90,
         t100,
         rate: 0.1 * total / span,
@@ -716,6 +720,20 @@ pub fn mptcp_failover(
     files.verify(name, &target)?;
     let _ = std::fs::remove_file(&target);
     Ok(secs)
+}
+
+/// booster's default probe target, which `booster get --iface` probes each uplink against
+/// before it starts (it has no `--probe-target`).
+pub const DEFAULT_PROBE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(1, 1, 1, 1), 443);
+
+/// Makes the lab's internet answer [`DEFAULT_PROBE`] as the real one does: the address on
+/// `lo` of the internet namespace and a listener that accepts there. Without it every probe
+/// waits for booster's 3 s probe timeout. Needs a tokio runtime context.
+pub fn answer_default_probe(lab: &Lab) -> Result<crate::origin::Origin> {
+    let inet = lab.internet_ns();
+    netns::ip(inet, &["addr", "add", &format!("{}/32", DEFAULT_PROBE.ip()), "dev", "lo"])
+        .context("adding the default probe target's address in the internet namespace")?;
+    super::files::start_ours(inet, DEFAULT_PROBE.into())
 }
 
 /// The origin's socket address for a port.

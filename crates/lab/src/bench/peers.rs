@@ -40,6 +40,7 @@ pub fn phase(
     let origin = net::origin_addr(&lab, 80);
     let base = format!("http://{}", lab.origin_ip());
     let _origin = files::start(kind, &inet, origin.into(), files, &work.join("nginx"))?;
+    let _probe = net::answer_default_probe(&lab)?;
     let dl = work.join("dl");
     std::fs::create_dir_all(&dl)?;
     let home_ns = lab.node_ns("home").to_owned();

@@ -643,7 +643,10 @@ impl Results {
                  sampled every 100 ms during the download (FILE.part is preallocated, so its size \
                  says nothing); the tail rate is 10% of the bytes / the time between the moments \
                  the summed count passed 90% and 100% of its final value (interpolated within a \
-                 sample interval).{}",
+                 sample interval). The lab's internet namespace also answers booster's default \
+                 probe target, 1.1.1.1:443, as the real internet does: `booster get --iface` \
+                 probes every uplink there before it starts and has no `--probe-target` option; \
+                 unanswered, those probes cost 3 s per uplink, one after the other.{}",
                 if single {
                     "--iface <each uplink>"
                 } else {
