@@ -118,7 +118,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let proxy = node.proxy_addr;
     const BIG: u64 = 16;
     println!("[2/4] booster node on {proxy}: warming up (learning link capacities) ...");
-    parallel(proxy, origin_addr, args.parallel, "/file/1MB").await?;
+    parallel(proxy, origin_addr, args.parallel, "/file/2MB").await?;
     println!("[3/4] {} parallel 3 MB downloads through booster's proxy ...", args.parallel);
     let (bytes, took) = parallel(proxy, origin_addr, args.parallel, "/file/3MB").await?;
     let boosted = bytes as f64 / took;
@@ -161,7 +161,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let proxy = home.proxy_addr;
-    parallel(proxy, origin_addr, args.parallel, "/file/1MB").await?;
+    parallel(proxy, origin_addr, args.parallel, "/file/2MB").await?;
     let (bytes, took) = parallel(proxy, origin_addr, args.parallel, "/file/3MB").await?;
     let via_peers = bytes as f64 / took;
     home.shutdown().await;

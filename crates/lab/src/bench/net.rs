@@ -731,8 +731,11 @@ pub const DEFAULT_PROBE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(1, 1, 1,
 /// waits for booster's 3 s probe timeout. Needs a tokio runtime context.
 pub fn answer_default_probe(lab: &Lab) -> Result<crate::origin::Origin> {
     let inet = lab.internet_ns();
-    netns::ip(inet, &["addr", "add", &format!("{}/32", DEFAULT_PROBE.ip()), "dev", "lo"])
-        .context("adding the default probe target's address in the internet namespace")?;
+    netns::ip(
+        inet,
+        &["addr", "add", &format!("{}/32", DEFAULT_PROBE.ip()), "dev", "lo"],
+    )
+    .context("adding the default probe target's address in the internet namespace")?;
     super::files::start_ours(inet, DEFAULT_PROBE.into())
 }
 

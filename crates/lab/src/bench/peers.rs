@@ -152,7 +152,8 @@ pub fn phase(
     let mut pinned_row = Row::new(
         "pinned",
         &format!(
-            "one {PINNED_MB} MB stream through home's HTTP proxy, pinned to `{pinned_source}` (forwarded by {PINNED_NODE})"
+            "one {PINNED_MB} MB stream through home's HTTP proxy, pinned to `{pinned_source}` \
+             (forwarded by {PINNED_NODE})"
         ),
     );
     let mut direct_row = Row::new(
