@@ -46,8 +46,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 struct Upstream {
-    host: String,
-    port: u16,
+    target: Target,
     conn: Metered,
 }
 
@@ -125,9 +124,6 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                     Ok(f) => f,
                     Err(e) => return respond(&mut client, e.status(), &[], &e.to_string()).await,
                 };
-                if upstream.as_ref().is_some_and(|u| u.host != *host || u.port != *port) {
-                    upstream = None;
-                }
                 let t = Target::new(host, *port);
                 let pin = pinned_source(&head);
                 if pin.is_some() {
@@ -137,128 +133,299 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                 origin.headers.retain(|h| !h.name.eq_ignore_ascii_case(PIN_HEADER));
                 // Transparent splitting: an eligible request asks for its first piece only; the
                 // answer decides (see `split`).
-                let mut split_plan = split::plan(ctx, &head, &target, &origin, framing, pin.is_some());
-                let plain_origin = split_plan.as_ref().map(|_| origin.clone());
-                if split_plan.is_some() {
-                    origin.headers.push(split::probe_range());
-                }
-                let mut reused = upstream.is_some();
-                let mut split_go = None;
-                let (resp, mut rbuf, request_done) = loop {
-                    // A reused upstream may have been closed by the server meanwhile; a request
-                    // without a body is then safely sent again on a fresh connection, once.
-                    let (resp, rbuf, request_done) = loop {
-                        if upstream.is_none() {
-                            match balancer::connect_pinned(node, &t, ctx.scorer.as_ref(), pin.as_deref()).await {
-                                Ok(conn) => {
-                                    upstream = Some(Upstream {
-                                        host: host.clone(),
-                                        port: *port,
-                                        conn,
-                                    })
-                                }
-                                Err(e) => return dial_failed(&mut client, peer, &t, e).await,
-                            }
-                        }
-                        let up = &mut upstream.as_mut().expect("connected above").conn;
-                        match exchange(&mut client, &mut buf, up, &origin, framing, node.config.idle_timeout).await {
-                            Ok(r) => break r,
-                            Err(Exchange::UpstreamClosed) if reused && framing == BodyFraming::None => {
-                                upstream = None;
-                                reused = false;
-                            }
-                            Err(Exchange::UpstreamClosed) => {
-                                return respond(
-                                    &mut client,
-                                    502,
-                                    &[],
-                                    "the server closed the connection without a response",
-                                )
-                                .await;
-                            }
-                            Err(Exchange::Upstream(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                                return respond(&mut client, 504, &[], "the server did not answer in time").await;
-                            }
-                            Err(Exchange::Upstream(e)) => {
-                                return respond(&mut client, 502, &[], &format!("reading the response failed: {e}"))
-                                    .await
-                            }
-                            Err(Exchange::BadResponse(e)) => {
-                                return respond(&mut client, 502, &[], &format!("bad response from the server: {e}"))
-                                    .await
-                            }
-                            Err(Exchange::BadRequest(e)) => {
-                                return respond(&mut client, e.status(), &[], &format!("bad request body: {e}")).await
-                            }
-                            Err(Exchange::Client(e)) => return Err(e.into()),
-                        }
-                    };
-                    let Some(plan) = split_plan.take() else {
-                        break (resp, rbuf, request_done);
-                    };
-                    let rframing = resp.body_framing(&head.method).unwrap_or(BodyFraming::UntilClose);
-                    match split::decide(ctx, &resp, rframing) {
-                        split::Decision::Split { first, size, validator } => {
-                            split_go = Some((plan, (first, size, validator)));
-                            break (resp, rbuf, request_done);
-                        }
-                        split::Decision::Whole => break (split::as_full(&resp), rbuf, request_done),
-                        split::Decision::Forward => break (resp, rbuf, request_done),
-                        split::Decision::Retry => {
-                            // Not split after all: drop that answer with its connection, and ask
-                            // again exactly as the client did.
-                            upstream = None;
-                            reused = false;
-                            origin = plain_origin.clone().expect("kept with the plan");
-                        }
-                    }
+                let plan = split::plan(ctx, &head, &target, &origin, framing, pin.is_some(), None);
+                let req = Forward {
+                    head: &head,
+                    framing,
+                    origin,
+                    target: &t,
+                    pin: pin.as_deref(),
                 };
-                let up = &mut upstream.as_mut().expect("connected above").conn;
-                let rframing = match resp.body_framing(&head.method) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        return respond(&mut client, 502, &[], &format!("bad response from the server: {e}")).await
-                    }
-                };
-                if let Some((plan, go)) = split_go {
-                    let client_keep = head.keep_alive() && request_done;
-                    if let Err(e) =
-                        split::run(ctx, plan, &mut client, up, &mut rbuf, &resp, rframing, client_keep, go).await
-                    {
-                        tracing::info!(client = %peer, target = %t, error = %e, "split response failed");
-                        return Ok(());
-                    }
-                    if !(resp.keep_alive() && rbuf.is_empty()) {
-                        upstream = None;
-                    }
-                    if !client_keep {
-                        let _ = client.shutdown().await;
-                        return Ok(());
-                    }
-                    continue;
-                }
-                // A server that answered before reading the whole request body leaves the client
-                // connection mid-request: it must close after this response.
-                let client_keep = head.keep_alive() && rframing != BodyFraming::UntilClose && request_done;
-                write_head(&mut client, &resp, Some(client_keep)).await?;
-                if let Err(e) = forward_body(up, &mut rbuf, &mut client, rframing, node.config.idle_timeout).await {
-                    // Headers are gone already: all that is left is to cut the client off, so it
-                    // sees a truncated body rather than a wrong one.
-                    tracing::info!(client = %peer, target = %t, error = %e, "response body failed");
-                    return Ok(());
-                }
-                let upstream_keep = resp.keep_alive() && rframing != BodyFraming::UntilClose && rbuf.is_empty();
-                tracing::debug!(client = %peer, target = %t, method = %head.method, status = resp.status, source = %up.source().name, "HTTP request done");
-                if !upstream_keep {
-                    upstream = None;
-                }
-                if !client_keep {
-                    let _ = client.shutdown().await;
+                if !forward(ctx, &mut client, peer, &mut buf, &mut upstream, req, plan).await? {
                     return Ok(());
                 }
             }
         }
     }
+}
+
+/// A SOCKS5 tunnel to port 80 whose client speaks HTTP/1.x. `first` is its first request, a
+/// `GET` in origin form, already read (`first_raw`: its bytes as received; `buf`: whatever
+/// followed them); `up` is the tunnel's connection to `target`.
+///
+/// Each request [`split`] may split is forwarded here as the HTTP proxy forwards it (the
+/// client's head unchanged but for the probe's `Range`, its `Host` naming the range requests'
+/// URL while every connection still goes to `target`). The first request that is not goes out
+/// byte for byte, and everything after it is relayed untouched, as any other tunnel.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_tunnel(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    ctx: &Ctx,
+    target: Target,
+    up: Metered,
+    first: RequestHead,
+    first_raw: Vec<u8>,
+    mut buf: Vec<u8>,
+) -> Result<(), SessionError> {
+    let idle = ctx.node.config.idle_timeout;
+    let mut upstream = Some(Upstream {
+        target: target.clone(),
+        conn: up,
+    });
+    let mut next = Some((first, first_raw));
+    loop {
+        let (head, raw) = match next.take() {
+            Some(r) => r,
+            None => {
+                let deadline = tokio::time::Instant::now() + idle;
+                match read_message(&mut client, &mut buf, http::MAX_HEAD, deadline, |b| {
+                    RequestHead::decode(b, http::MAX_HEAD).map(|r| r.map(|(h, n)| ((h, b[..n].to_vec()), n)))
+                })
+                .await
+                {
+                    Ok(r) => r,
+                    Err(ReadError::Closed) | Err(ReadError::Timeout) if buf.is_empty() => return Ok(()),
+                    Err(ReadError::Io(e)) => return Err(e.into()),
+                    // Not a request head we understand: the server decides what it is.
+                    Err(_) => (
+                        RequestHead {
+                            method: String::new(),
+                            target: String::new(),
+                            version_minor: 0,
+                            headers: Vec::new(),
+                        },
+                        Vec::new(),
+                    ),
+                }
+            }
+        };
+        let plan = tunnel_url(&head)
+            .and_then(|url| split::plan(ctx, &head, &url, &head, BodyFraming::None, false, Some(&target)));
+        let Some(plan) = plan else {
+            // Everything from here on goes through untouched, at a request boundary on both
+            // sides: the unsplit request itself first.
+            let mut early = raw;
+            early.append(&mut buf);
+            let mut conn = match upstream.take() {
+                Some(u) => u.conn,
+                None => match balancer::connect(&ctx.node, &target, ctx.scorer.as_ref()).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::info!(client = %peer, %target, error = %e, "SOCKS5 reconnect failed");
+                        return Ok(());
+                    }
+                },
+            };
+            match crate::pipe::relay(&mut client, &mut conn, early, idle).await {
+                Ok(m) => {
+                    tracing::debug!(client = %peer, %target, up = m.up, down = m.down, "SOCKS5 HTTP tunnel closed")
+                }
+                Err(e) => {
+                    tracing::debug!(client = %peer, %target, error = %e, "SOCKS5 HTTP tunnel ended with an error")
+                }
+            }
+            return Ok(());
+        };
+        let req = Forward {
+            head: &head,
+            framing: BodyFraming::None,
+            origin: head.clone(),
+            target: &target,
+            pin: None,
+        };
+        if !forward(ctx, &mut client, peer, &mut buf, &mut upstream, req, Some(plan)).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// The URL of an origin-form request inside a tunnel, from its one `Host` header, when both
+/// are plain enough to be sure of; `None` sends the request through untouched.
+fn tunnel_url(head: &RequestHead) -> Option<ProxyTarget> {
+    if !head.target.starts_with('/') || head.version_minor > 1 || head.body_framing() != Ok(BodyFraming::None) {
+        return None;
+    }
+    let mut hosts = head.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let host = std::str::from_utf8(&hosts.next()?.value).ok()?.trim();
+    if hosts.next().is_some() || host.is_empty() || host.contains(['/', '?', '#', '@', '\\']) {
+        return None;
+    }
+    let probe = RequestHead {
+        method: head.method.clone(),
+        target: format!("http://{host}{}", head.target),
+        version_minor: head.version_minor,
+        headers: Vec::new(),
+    };
+    match probe.proxy_target().ok()? {
+        t @ ProxyTarget::Absolute { .. } if matches!(&t, ProxyTarget::Absolute { origin_form, .. } if *origin_form == head.target) => {
+            Some(t)
+        }
+        _ => None,
+    }
+}
+
+/// One request to forward and what it needs.
+struct Forward<'a> {
+    /// The request as the client sent it.
+    head: &'a RequestHead,
+    framing: BodyFraming,
+    /// The request as it goes upstream.
+    origin: RequestHead,
+    /// Where it goes.
+    target: &'a Target,
+    pin: Option<&'a str>,
+}
+
+/// Forwards one request, and its response back, over `upstream` (reused when it goes to the
+/// same target, else connected). With a `split_plan`, the request asks for its first piece only
+/// and the answer decides (see `split`). `Ok(true)`: the client connection stays open for its
+/// next request; `Ok(false)`: it was answered and closed (or cut off).
+async fn forward(
+    ctx: &Ctx,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    buf: &mut Vec<u8>,
+    upstream: &mut Option<Upstream>,
+    req: Forward<'_>,
+    mut split_plan: Option<split::Plan>,
+) -> Result<bool, SessionError> {
+    let Forward {
+        head,
+        framing,
+        mut origin,
+        target: t,
+        pin,
+    } = req;
+    let node = &ctx.node;
+    if upstream.as_ref().is_some_and(|u| u.target != *t) {
+        *upstream = None;
+    }
+    let plain_origin = split_plan.as_ref().map(|_| origin.clone());
+    if split_plan.is_some() {
+        origin.headers.push(split::probe_range());
+    }
+    let mut reused = upstream.is_some();
+    let mut split_go = None;
+    let (resp, mut rbuf, request_done) = loop {
+        // A reused upstream may have been closed by the server meanwhile; a request
+        // without a body is then safely sent again on a fresh connection, once.
+        let (resp, rbuf, request_done) = loop {
+            if upstream.is_none() {
+                match balancer::connect_pinned(node, t, ctx.scorer.as_ref(), pin).await {
+                    Ok(conn) => {
+                        *upstream = Some(Upstream {
+                            target: t.clone(),
+                            conn,
+                        })
+                    }
+                    Err(e) => return dial_failed(&mut *client, peer, t, e).await.map(|()| false),
+                }
+            }
+            let up = &mut upstream.as_mut().expect("connected above").conn;
+            match exchange(&mut *client, buf, up, &origin, framing, ctx.node.config.idle_timeout).await {
+                Ok(r) => break r,
+                Err(Exchange::UpstreamClosed) if reused && framing == BodyFraming::None => {
+                    *upstream = None;
+                    reused = false;
+                }
+                Err(Exchange::UpstreamClosed) => {
+                    return respond(
+                        &mut *client,
+                        502,
+                        &[],
+                        "the server closed the connection without a response",
+                    )
+                    .await
+                    .map(|()| false);
+                }
+                Err(Exchange::Upstream(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return respond(&mut *client, 504, &[], "the server did not answer in time")
+                        .await
+                        .map(|()| false);
+                }
+                Err(Exchange::Upstream(e)) => {
+                    return respond(&mut *client, 502, &[], &format!("reading the response failed: {e}"))
+                        .await
+                        .map(|()| false)
+                }
+                Err(Exchange::BadResponse(e)) => {
+                    return respond(&mut *client, 502, &[], &format!("bad response from the server: {e}"))
+                        .await
+                        .map(|()| false)
+                }
+                Err(Exchange::BadRequest(e)) => {
+                    return respond(&mut *client, e.status(), &[], &format!("bad request body: {e}"))
+                        .await
+                        .map(|()| false)
+                }
+                Err(Exchange::Client(e)) => return Err(e.into()),
+            }
+        };
+        let Some(plan) = split_plan.take() else {
+            break (resp, rbuf, request_done);
+        };
+        let rframing = resp.body_framing(&head.method).unwrap_or(BodyFraming::UntilClose);
+        match split::decide(ctx, &resp, rframing) {
+            split::Decision::Split { first, size, validator } => {
+                split_go = Some((plan, (first, size, validator)));
+                break (resp, rbuf, request_done);
+            }
+            split::Decision::Whole => break (split::as_full(&resp), rbuf, request_done),
+            split::Decision::Forward => break (resp, rbuf, request_done),
+            split::Decision::Retry => {
+                // Not split after all: drop that answer with its connection, and ask
+                // again exactly as the client did.
+                *upstream = None;
+                reused = false;
+                origin = plain_origin.clone().expect("kept with the plan");
+            }
+        }
+    };
+    let up = &mut upstream.as_mut().expect("connected above").conn;
+    let rframing = match resp.body_framing(&head.method) {
+        Ok(f) => f,
+        Err(e) => {
+            return respond(&mut *client, 502, &[], &format!("bad response from the server: {e}"))
+                .await
+                .map(|()| false)
+        }
+    };
+    if let Some((plan, go)) = split_go {
+        let client_keep = head.keep_alive() && request_done;
+        if let Err(e) = split::run(ctx, plan, &mut *client, up, &mut rbuf, &resp, rframing, client_keep, go).await {
+            tracing::info!(client = %peer, target = %t, error = %e, "split response failed");
+            return Ok(false);
+        }
+        if !(resp.keep_alive() && rbuf.is_empty()) {
+            *upstream = None;
+        }
+        if !client_keep {
+            let _ = client.shutdown().await;
+            return Ok(false);
+        }
+        return Ok(true);
+    }
+    // A server that answered before reading the whole request body leaves the client
+    // connection mid-request: it must close after this response.
+    let client_keep = head.keep_alive() && rframing != BodyFraming::UntilClose && request_done;
+    write_head(&mut *client, &resp, Some(client_keep)).await?;
+    if let Err(e) = forward_body(up, &mut rbuf, &mut *client, rframing, ctx.node.config.idle_timeout).await {
+        // Headers are gone already: all that is left is to cut the client off, so it
+        // sees a truncated body rather than a wrong one.
+        tracing::info!(client = %peer, target = %t, error = %e, "response body failed");
+        return Ok(false);
+    }
+    let upstream_keep = resp.keep_alive() && rframing != BodyFraming::UntilClose && rbuf.is_empty();
+    tracing::debug!(client = %peer, target = %t, method = %head.method, status = resp.status, source = %up.source().name, "HTTP request done");
+    if !upstream_keep {
+        *upstream = None;
+    }
+    if !client_keep {
+        let _ = client.shutdown().await;
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 enum Exchange {

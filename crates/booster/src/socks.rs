@@ -5,16 +5,28 @@
 
 use crate::{
     balancer,
+    dial::Metered,
+    http_proxy,
     proxy::{read_message, secret_eq, Ctx, ReadError},
     target::Target,
     udp,
 };
 use proto::socks5::{self, Address, Command, Greeting, Reply, Request, UserPass};
 use std::net::SocketAddr;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use std::time::Duration;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 /// Greeting plus request fit in far less; anything longer is not SOCKS5.
 const MAX_HANDSHAKE: usize = 1024;
+/// A CONNECT to this port whose first request is a plain HTTP `GET` may be split (see
+/// [`http_proxy::serve_tunnel`]).
+const HTTP_PORT: u16 = 80;
+/// How long a CONNECT to [`HTTP_PORT`] waits for the client's first byte before it is relayed
+/// as it is (a protocol where the server speaks first).
+const FIRST_BYTE_WAIT: Duration = Duration::from_millis(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -107,7 +119,21 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
             let source = upstream.source().name.clone();
             let started = std::time::Instant::now();
             // Bytes the client sent right after its request (optimistic data) go first.
-            let early = std::mem::take(&mut buf);
+            let mut early = std::mem::take(&mut buf);
+            if target.port == HTTP_PORT && node.config.split.enabled {
+                let sniffed = tokio::select! {
+                    _ = ctx.kill.cancelled() => return Ok(()),
+                    r = sniff_get(&mut stream, &mut upstream, &mut early, node.config.handshake_timeout) => r?,
+                };
+                if let Some((head, used)) = sniffed {
+                    let rest = early.split_off(used);
+                    let serve = http_proxy::serve_tunnel(stream, peer, ctx, target, upstream, head, early, rest);
+                    return tokio::select! {
+                        _ = ctx.kill.cancelled() => Ok(()),
+                        r = serve => r,
+                    };
+                }
+            }
             let moved = tokio::select! {
                 _ = ctx.kill.cancelled() => return Ok(()),
                 r = crate::pipe::relay(&mut stream, &mut upstream, early, node.config.idle_timeout) => r,
@@ -129,4 +155,51 @@ pub async fn reply(stream: &mut TcpStream, code: Reply, bound: &Address) -> std:
     let mut out = Vec::with_capacity(32);
     socks5::encode_reply(code, bound, &mut out);
     stream.write_all(&out).await
+}
+
+/// Reads the first request of a tunnel to port 80 when it is a plain HTTP `GET` in origin form:
+/// `Some((head, its length))`, with `buf` holding it and whatever followed. `None` as soon as it
+/// cannot be one (other bytes, nothing within [`FIRST_BYTE_WAIT`], the server speaking first, no
+/// complete head within `wait`): `buf` then holds the client's bytes read so far, still to be
+/// sent, and whatever the server sent already went to the client.
+async fn sniff_get(
+    client: &mut TcpStream,
+    up: &mut Metered,
+    buf: &mut Vec<u8>,
+    wait: Duration,
+) -> std::io::Result<Option<(proto::http::RequestHead, usize)>> {
+    use proto::http::{RequestHead, MAX_HEAD};
+    const GET: &[u8] = b"GET /";
+    let start = tokio::time::Instant::now();
+    let mut from_server = [0u8; 4096];
+    loop {
+        let n = GET.len().min(buf.len());
+        if buf[..n] != GET[..n] {
+            return Ok(None);
+        }
+        if buf.len() >= GET.len() {
+            match RequestHead::decode(buf, MAX_HEAD) {
+                Ok(Some((head, used))) => return Ok(Some((head, used))),
+                Ok(None) if buf.len() < MAX_HEAD => {}
+                _ => return Ok(None),
+            }
+        }
+        let deadline = start + if buf.is_empty() { FIRST_BYTE_WAIT } else { wait };
+        let mut chunk = [0u8; 4096];
+        tokio::select! {
+            r = client.read(&mut chunk) => {
+                let n = r?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            r = up.read(&mut from_server) => {
+                let n = r?;
+                client.write_all(&from_server[..n]).await?;
+                return Ok(None);
+            }
+            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+        }
+    }
 }

@@ -1,6 +1,7 @@
-//! Transparent splitting: a large plain-HTTP `GET` through the HTTP proxy is fetched by byte
-//! ranges over every usable source at once and delivered to the client in order, as the one
-//! `200` it asked for.
+//! Transparent splitting: a large plain-HTTP `GET` through the HTTP proxy (or inside a SOCKS5
+//! tunnel to port 80, see [`crate::http_proxy::serve_tunnel`]) is fetched by byte ranges over
+//! every usable source at once and delivered to the client in order, as the one `200` it asked
+//! for.
 //!
 //! 1. [`plan`]: is the request eligible (config, `GET` without a body, no `Range`/`If-Range` of
 //!    the client's, no credentials unless allowed, no pinned source, two or more sources)?
@@ -71,10 +72,15 @@ pub struct Plan {
     url: String,
     headers: Vec<(String, String)>,
     sources: Vec<Arc<Source>>,
+    /// Where the range requests connect, when not the URL's host (a SOCKS tunnel's target).
+    via: Option<Target>,
 }
 
 /// The split of an eligible request, if it may be split. `origin` is the request as forwarded
-/// (origin form); `pinned`: the client named a source.
+/// (origin form); `pinned`: the client named a source. `target` names the URL (and the `Host`
+/// of the range requests); `via`, when given, is where every connection goes instead (the
+/// destination of a SOCKS tunnel, whose `Host` header may name something else).
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     ctx: &Ctx,
     head: &RequestHead,
@@ -82,6 +88,7 @@ pub fn plan(
     origin: &RequestHead,
     framing: BodyFraming,
     pinned: bool,
+    via: Option<&Target>,
 ) -> Option<Plan> {
     let cfg = &ctx.node.config.split;
     if !cfg.enabled || pinned || head.method != "GET" || framing != BodyFraming::None {
@@ -102,7 +109,8 @@ pub fn plan(
     if !cfg.credentials && (has("authorization") || has("cookie")) {
         return None;
     }
-    let sources = sources(&ctx.node, &Target::new(host, *port), ctx)?;
+    let dest = via.cloned().unwrap_or_else(|| Target::new(host, *port));
+    let sources = sources(&ctx.node, &dest, ctx)?;
     let headers = origin
         .headers
         .iter()
@@ -113,6 +121,7 @@ pub fn plan(
         url: format!("http://{}{origin_form}", target.host_header()),
         headers,
         sources,
+        via: via.cloned(),
     })
 }
 
@@ -231,6 +240,7 @@ pub async fn run(
     let connector: Arc<dyn Connector> = Arc::new(SplitConnector {
         node: ctx.node.clone(),
         sources: plan.sources,
+        via: plan.via,
     });
     let stop = ctx.kill.child_token();
     let opts = fetch::Options {
@@ -307,6 +317,8 @@ pub async fn run(
 struct SplitConnector {
     node: Arc<Node>,
     sources: Vec<Arc<Source>>,
+    /// Overrides the URL's host and port (see [`Plan`]).
+    via: Option<Target>,
 }
 
 impl Connector for SplitConnector {
@@ -325,7 +337,7 @@ impl Connector for SplitConnector {
                 .sources
                 .get(source)
                 .ok_or_else(|| io::Error::other("no such source"))?;
-            let target = Target::new(host, port);
+            let target = self.via.clone().unwrap_or_else(|| Target::new(host, port));
             let policies = self.node.policies();
             let name = target.domain().map(str::to_owned);
             let allow = |ip| {

@@ -272,3 +272,160 @@ async fn two_split_requests_on_one_kept_alive_connection() {
     assert!(carriers(&links, 1_000_000) >= 2, "{}", per_link(&links));
     r.shutdown().await;
 }
+
+/// A listener on port 80 of a loopback address of its own (so tests do not collide), or `None`
+/// when port 80 cannot be bound here (not root, or taken): the test is then skipped.
+fn port80(last: u8) -> Option<std::net::TcpListener> {
+    match std::net::TcpListener::bind(("127.0.80.".to_string() + &last.to_string(), 80)) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("skipped: cannot bind 127.0.80.{last}:80: {e}");
+            None
+        }
+    }
+}
+
+/// `curl -x <scheme>://node args...`.
+async fn via_socks(r: &Running, scheme: &str, args: &[&str]) -> (i32, Vec<u8>, String) {
+    let mut a = vec!["-x".to_string(), format!("{scheme}://{}", r.proxy_addr)];
+    a.extend(args.iter().map(|s| s.to_string()));
+    curl(a).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_get_in_a_socks_tunnel_to_port_80_is_split_and_exact() {
+    let Some(l) = port80(1) else { return };
+    let o = Origin::serve(l, Faults::default()).unwrap();
+    let ip = o.local_addr().ip();
+    // socks5h with the address in the URL; socks5 with a name only the client knows (curl
+    // resolves it and sends the address), so the node must dial the tunnel's target, never the
+    // Host header's name.
+    let plain = format!("http://{ip}/file/{MB12}");
+    let named = format!("http://split.invalid/file/{MB12}");
+    let resolve = format!("split.invalid:80:{ip}");
+    for (scheme, args) in [
+        ("socks5h", vec![plain.as_str()]),
+        ("socks5", vec!["--resolve", resolve.as_str(), named.as_str()]),
+    ] {
+        let links = links();
+        let r = node("", &links).await;
+        let (code, body, err) = via_socks(&r, scheme, &args).await;
+        assert_eq!(code, 0, "{scheme}: {err}");
+        assert_eq!(body.len() as u64, MB12, "{scheme}");
+        assert_eq!(sha256(&body), sha256_hex(MB12, MB12), "{scheme}");
+        for l in &links {
+            assert!(l.bytes_down() > 1_000_000, "{scheme}: {}", per_link(&links));
+        }
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_split_requests_and_a_small_one_on_one_socks_tunnel() {
+    let Some(l) = port80(2) else { return };
+    let o = Origin::serve(l, Faults::default()).unwrap();
+    let ip = o.local_addr().ip();
+    let links = links();
+    let r = node("", &links).await;
+    let u = |size: u64| format!("http://{ip}/file/{size}");
+    let (a, b, c) = (u(MB9), u(1000), u(MB12));
+    let (code, body, err) = via_socks(&r, "socks5h", &["-v", &a, &b, &c]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("Re-using existing connection").count(), 2, "{err}");
+    let mut want = Vec::new();
+    body_bytes(MB9, 0, MB9 as usize, &mut want);
+    body_bytes(1000, 0, 1000, &mut want);
+    body_bytes(MB12, 0, MB12 as usize, &mut want);
+    assert_eq!(body.len(), want.len());
+    assert!(body == want, "the bodies differ");
+    assert!(carriers(&links, 1_000_000) >= 2, "{}", per_link(&links));
+    r.shutdown().await;
+}
+
+/// SOCKS5 CONNECT to `to` (IPv4) without auth: the tunnel, after the success reply.
+async fn socks_connect(r: &Running, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let std::net::SocketAddr::V4(v4) = to else {
+        panic!("IPv4 only")
+    };
+    let mut s = tokio::net::TcpStream::connect(r.proxy_addr).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut sel = [0u8; 2];
+    s.read_exact(&mut sel).await.unwrap();
+    assert_eq!(sel, [5, 0]);
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&v4.ip().octets());
+    req.extend_from_slice(&v4.port().to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut rep = [0u8; 4];
+    s.read_exact(&mut rep).await.unwrap();
+    assert_eq!(rep[1], 0, "SOCKS5 reply {rep:?}");
+    let rest = match rep[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        other => panic!("bound address type {other}"),
+    };
+    let mut skip = vec![0u8; rest];
+    s.read_exact(&mut skip).await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_protocols_on_port_80_through_socks_are_relayed_untouched() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (Some(echo), Some(banner)) = (port80(3), port80(4)) else {
+        return;
+    };
+    let (echo_addr, banner_addr) = (echo.local_addr().unwrap(), banner.local_addr().unwrap());
+    // An echo server, and one that greets first and then echoes.
+    for (l, greeting) in [(echo, &b""[..]), (banner, &b"220 hello from the server\r\n"[..])] {
+        l.set_nonblocking(true).unwrap();
+        let l = tokio::net::TcpListener::from_std(l).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else { return };
+                tokio::spawn(async move {
+                    if s.write_all(greeting).await.is_err() {
+                        return;
+                    }
+                    let (mut rd, mut wr) = s.split();
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                });
+            }
+        });
+    }
+    let links = links();
+    let r = node("", &links).await;
+
+    // Bytes that are not HTTP, some that start like it, and a head that is not a GET: each on
+    // its own tunnel, echoed back exactly, then more on the same tunnel.
+    let cases: [&[u8]; 5] = [
+        b"\x16\x03\x01\x00\x05hello",
+        b"HELO there\r\n",
+        b"GE",
+        b"GET /x HTTP/1.1\r\nHost: a\r\n",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+    ];
+    for sent in cases {
+        let mut s = socks_connect(&r, echo_addr).await;
+        s.write_all(sent).await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, sent, "{}", String::from_utf8_lossy(sent));
+        s.write_all(b"\x00more\xff").await.unwrap();
+        let mut got = [0u8; 6];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x00more\xff");
+    }
+
+    // The server speaks first; the client says nothing until it has read the greeting.
+    let mut s = socks_connect(&r, banner_addr).await;
+    let mut got = vec![0u8; 27];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"220 hello from the server\r\n");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut got = vec![0u8; 27];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    r.shutdown().await;
+}
