@@ -143,13 +143,8 @@ pub async fn connect_pinned(
     for source in ranked.iter().take(node.config.connect_attempts) {
         let attempt = {
             let _connecting = ConnectingGuard::new(source);
-            // Address rules decide again now that the name resolved: a destination refused by
-            // address, or an uplink denied for it, cannot be reached by asking for a name.
-            let allow = |ip| {
-                !policies.refused(name.as_deref(), Some(ip))
-                    && policies.address_verdict(&source.name, name.as_deref(), ip) != Verdict::Deny
-            };
-            dial(node, source, target, &node.dial_opts, allow).await
+            // Address rules decide again once the name resolved.
+            dial(node, source, target, &node.dial_opts, |ip| policies.permits(&source.name, name.as_deref(), ip)).await
         };
         match attempt {
             Ok(conn) => {

@@ -261,10 +261,7 @@ async fn stream(mut ch: NoiseStream<TcpStream>, node: &Arc<Node>, uplink: String
     let t = target_of(&target);
     let policies = node.policies();
     let name = t.domain().map(str::to_owned);
-    let allow = |ip| {
-        !policies.refused(name.as_deref(), Some(ip))
-            && policies.address_verdict(&source.name, name.as_deref(), ip) != crate::policy::Verdict::Deny
-    };
+    let allow = |ip| policies.permits(&source.name, name.as_deref(), ip);
     let conn = match dial(node, &source, &t, &node.dial_opts, allow).await {
         Ok(c) => c,
         Err(e) => {

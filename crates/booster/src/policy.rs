@@ -225,6 +225,13 @@ impl Policies {
         self.verdict(source, name, Some(ip))
     }
 
+    /// May `source` carry a connection to `ip`, asked for by `name` (if any)? Checked once the
+    /// address is known: a destination refused by address, or an uplink denied for it, cannot
+    /// be reached by asking for a name instead.
+    pub fn permits(&self, source: &str, name: Option<&str>, ip: IpAddr) -> bool {
+        !self.refused(name, Some(ip)) && self.address_verdict(source, name, ip) != Verdict::Deny
+    }
+
     /// The stickiness window for a destination, if a sticky rule covers it.
     pub fn sticky(&self, name: Option<&str>, ip: Option<IpAddr>) -> Option<Option<std::time::Duration>> {
         self.rules

@@ -17,8 +17,8 @@
 
 use crate::{
     config::Tier,
-    dial::{dial, Metered},
-    fetch::{self, BoxFuture, Connector, Stream},
+    dial::Metered,
+    fetch::{self, Connector, NodeConnector},
     http_proxy::{forward_body, write_head},
     policy::Verdict,
     proxy::Ctx,
@@ -27,11 +27,7 @@ use crate::{
     target::Target,
 };
 use proto::http::{BodyFraming, Header, ProxyTarget, RequestHead, ResponseHead};
-use std::{
-    io,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 use tokio::net::TcpStream;
 
 /// Bytes asked for by the probe (the proxy's own ranged request). A `206` for an entity between
@@ -237,11 +233,7 @@ pub async fn run(
         .await
         .map_err(|e| format!("writing the head: {e}"))?;
     let names: Vec<String> = plan.sources.iter().map(|s| s.name.clone()).collect();
-    let connector: Arc<dyn Connector> = Arc::new(SplitConnector {
-        node: ctx.node.clone(),
-        sources: plan.sources,
-        via: plan.via,
-    });
+    let connector: Arc<dyn Connector> = Arc::new(NodeConnector::with_sources(ctx.node.clone(), plan.sources).via(plan.via));
     let stop = ctx.kill.child_token();
     let opts = fetch::Options {
         stop: stop.clone(),
@@ -312,56 +304,3 @@ pub async fn run(
     Ok(())
 }
 
-/// The range requests' connections: [`dial`] through one of the plan's sources, with the
-/// address rules checked again once the name resolved (as the balancer does).
-struct SplitConnector {
-    node: Arc<Node>,
-    sources: Vec<Arc<Source>>,
-    /// Overrides the URL's host and port (see [`Plan`]).
-    via: Option<Target>,
-}
-
-impl Connector for SplitConnector {
-    fn sources(&self) -> Vec<String> {
-        self.sources.iter().map(|s| s.name.clone()).collect()
-    }
-
-    fn prior_rate(&self, source: usize) -> Option<f64> {
-        let v = self.sources.get(source)?.view();
-        v.capacity_known.then_some(v.capacity)
-    }
-
-    fn connect<'a>(&'a self, source: usize, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Box<dyn Stream>>> {
-        Box::pin(async move {
-            let src = self
-                .sources
-                .get(source)
-                .ok_or_else(|| io::Error::other("no such source"))?;
-            let target = self.via.clone().unwrap_or_else(|| Target::new(host, port));
-            let policies = self.node.policies();
-            let name = target.domain().map(str::to_owned);
-            let allow = |ip| {
-                !policies.refused(name.as_deref(), Some(ip))
-                    && policies.address_verdict(&src.name, name.as_deref(), ip) != Verdict::Deny
-            };
-            match tokio::time::timeout(
-                Duration::from_secs(30),
-                dial(&self.node, src, &target, &self.node.dial_opts, allow),
-            )
-            .await
-            {
-                Ok(Ok(conn)) => {
-                    src.record_success(Some(conn.connect_time));
-                    Ok(Box::new(conn) as Box<dyn Stream>)
-                }
-                Ok(Err(e)) => {
-                    if e.source_fault() {
-                        src.record_failure(Instant::now());
-                    }
-                    Err(io::Error::other(e.to_string()))
-                }
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-            }
-        })
-    }
-}

@@ -111,10 +111,7 @@ pub async fn associate(
             },
         };
         // Address rules apply to datagrams too, after the name resolved.
-        let policies = ctx.node.policies();
-        if policies.refused(target.domain(), Some(dest_ip))
-            || policies.address_verdict(&source.name, target.domain(), dest_ip) == crate::policy::Verdict::Deny
-        {
+        if !ctx.node.policies().permits(&source.name, target.domain(), dest_ip) {
             continue;
         }
         let key = format!("{}/{}", source.name, if dest_ip.is_ipv4() { 4 } else { 6 });

@@ -35,6 +35,8 @@ pub trait Connector: Send + Sync {
 pub struct NodeConnector {
     node: Arc<Node>,
     sources: Vec<Arc<Source>>,
+    /// Connect here instead of the URL's host and port (the proxy's SOCKS5 tunnel target).
+    via: Option<Target>,
 }
 
 impl NodeConnector {
@@ -42,12 +44,18 @@ impl NodeConnector {
     pub fn new(node: Arc<Node>) -> NodeConnector {
         let now = std::time::Instant::now();
         let sources = node.sources().into_iter().filter(|s| s.usable(now)).collect();
-        NodeConnector { node, sources }
+        NodeConnector { node, sources, via: None }
     }
 
     /// Uses exactly these sources, in this order.
     pub fn with_sources(node: Arc<Node>, sources: Vec<Arc<Source>>) -> NodeConnector {
-        NodeConnector { node, sources }
+        NodeConnector { node, sources, via: None }
+    }
+
+    /// Connects every request to `via` instead of the URL's host and port.
+    pub fn via(mut self, via: Option<Target>) -> NodeConnector {
+        self.via = via;
+        self
     }
 }
 
@@ -67,8 +75,12 @@ impl Connector for NodeConnector {
                 .sources
                 .get(source)
                 .ok_or_else(|| io::Error::other("no such source"))?;
-            let target = Target::new(host, port);
-            match dial(&self.node, src, &target, &self.node.dial_opts, |_| true).await {
+            let target = self.via.clone().unwrap_or_else(|| Target::new(host, port));
+            // The node's address rules hold for range requests too, once the name resolved.
+            let policies = self.node.policies();
+            let name = target.domain();
+            let allow = |ip| policies.permits(&src.name, name, ip);
+            match dial(&self.node, src, &target, &self.node.dial_opts, allow).await {
                 Ok(conn) => {
                     src.record_success(Some(conn.connect_time));
                     Ok(Box::new(conn) as Box<dyn Stream>)
