@@ -80,7 +80,12 @@ async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
 }
 
 fn available(node: &Node) -> Vec<crate::mdns::Discovered> {
-    node.mdns.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|m| m.available()).unwrap_or_default()
+    node.mdns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|m| m.available())
+        .unwrap_or_default()
 }
 
 fn lending(node: &Node) -> serde_json::Value {
@@ -107,7 +112,10 @@ struct ConnectBody {
     addr: String,
 }
 
-async fn connect_peer(State(node): State<Arc<Node>>, body: Result<Json<ConnectBody>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn connect_peer(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<ConnectBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Ok(Json(body)) = body else {
         return error(StatusCode::BAD_REQUEST, "expected JSON {\"addr\": \"host[:port]\"}");
     };
@@ -116,13 +124,23 @@ async fn connect_peer(State(node): State<Arc<Node>>, body: Result<Json<ConnectBo
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     match crate::peer::connect(&node, addr.clone()) {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "addr": addr, "state": "connecting" }))).into_response(),
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "addr": addr, "state": "connecting" })),
+        )
+            .into_response(),
         Err(e) => error(StatusCode::CONFLICT, &e),
     }
 }
 
-async fn disconnect_peer(State(node): State<Arc<Node>>, axum::extract::Path(peer): axum::extract::Path<String>) -> Response {
-    let which = crate::config::peer_addr(&peer).ok().filter(|a| node.peers.lock().unwrap_or_else(|e| e.into_inner()).contains_key(a)).unwrap_or(peer);
+async fn disconnect_peer(
+    State(node): State<Arc<Node>>,
+    axum::extract::Path(peer): axum::extract::Path<String>,
+) -> Response {
+    let which = crate::config::peer_addr(&peer)
+        .ok()
+        .filter(|a| node.peers.lock().unwrap_or_else(|e| e.into_inner()).contains_key(a))
+        .unwrap_or(peer);
     if crate::peer::disconnect(&node, &which) {
         StatusCode::NO_CONTENT.into_response()
     } else {

@@ -144,7 +144,10 @@ pub async fn connect_pinned(
         let attempt = {
             let _connecting = ConnectingGuard::new(source);
             // Address rules decide again once the name resolved.
-            dial(node, source, target, &node.dial_opts, |ip| policies.permits(&source.name, name.as_deref(), ip)).await
+            dial(node, source, target, &node.dial_opts, |ip| {
+                policies.permits(&source.name, name.as_deref(), ip)
+            })
+            .await
         };
         match attempt {
             Ok(conn) => {

@@ -235,7 +235,10 @@ pub fn peer_addr(s: &str) -> Result<String, String> {
         s.to_string()
     } else if let Ok(ip) = s.parse::<IpAddr>() {
         SocketAddr::new(ip, DEFAULT_PEER_PORT).to_string()
-    } else if s.rsplit_once(':').is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok()) {
+    } else if s
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
+    {
         s.to_string()
     } else if !s.contains(':') {
         format!("{s}:{DEFAULT_PEER_PORT}")
@@ -254,7 +257,13 @@ fn hostname() -> String {
         .next()
         .unwrap_or("")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     if short.is_empty() {
@@ -470,11 +479,16 @@ impl Config {
         }
         let name = flags.name.or(file.name).unwrap_or_else(hostname);
         if !valid_name(&name) {
-            return Err(invalid(format!("name `{name}`: use 1 to 63 letters, digits, '-' or '_'")));
+            return Err(invalid(format!(
+                "name `{name}`: use 1 to 63 letters, digits, '-' or '_'"
+            )));
         }
         let peer_listen = match flags.peer_listen.or(file.peer_listen).as_deref() {
             Some("off") => None,
-            Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| invalid(format!("peer_listen `{a}` is not ip:port or \"off\"")))?),
+            Some(a) => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|_| invalid(format!("peer_listen `{a}` is not ip:port or \"off\"")))?,
+            ),
             None => Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PEER_PORT))),
         };
         // Without a secret nobody can be authenticated, so the peer port stays closed; it also
@@ -488,7 +502,9 @@ impl Config {
             .map(|p| peer_addr(p).map_err(|e| invalid(format!("peer: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         if !peers.is_empty() && secret.is_none() {
-            return Err(invalid("peers need the network secret (`secret` or `secret_file`)".into()));
+            return Err(invalid(
+                "peers need the network secret (`secret` or `secret_file`)".into(),
+            ));
         }
         let lend_file = file.lend.unwrap_or_default();
         let lend = Lend {

@@ -243,9 +243,19 @@ pub async fn dial(
         let (stream, bound) = tokio::time::timeout(budget, crate::peer::open(node, addr, uplink, target, &allow))
             .await
             .map_err(|_| DialError::Timeout)??;
-        let guard = if opts.probe { source.probe_guard() } else { source.open_guard() };
+        let guard = if opts.probe {
+            source.probe_guard()
+        } else {
+            source.open_guard()
+        };
         let peer_addr = SocketAddr::new(target.ip().unwrap_or(IpAddr::from([0, 0, 0, 0])), target.port);
-        return Ok(Metered { inner: Upstream::Peer(stream), guard, local_addr: bound, peer_addr, connect_time: started.elapsed() });
+        return Ok(Metered {
+            inner: Upstream::Peer(stream),
+            guard,
+            local_addr: bound,
+            peer_addr,
+            connect_time: started.elapsed(),
+        });
     }
     let ips = match &target.host {
         Host::Ip(ip) => vec![*ip],

@@ -70,6 +70,7 @@ pub async fn refresh(node: &Arc<Node>) {
     };
     let named = &node.config.uplinks;
     if !named.is_empty() {
+        let mut new = Vec::new();
         for u in named {
             let present = ifaces.iter().find(|i| i.name == u.name);
             let usable = present.is_some_and(iface_usable);
@@ -77,7 +78,7 @@ pub async fn refresh(node: &Arc<Node>) {
                 (None, true) => {
                     let s = node.add_source(iface_source(u));
                     tracing::info!(uplink = %u.name, "uplink up");
-                    probe(node, &s).await;
+                    new.push(s);
                 }
                 (None, false) => {
                     // Listed so status shows it, but down until the interface appears.
@@ -96,6 +97,8 @@ pub async fn refresh(node: &Arc<Node>) {
                 }
             }
         }
+        // Probe the new ones together: one slow uplink must not delay the others.
+        futures::future::join_all(new.iter().map(|s| probe(node, s))).await;
         return;
     }
     if !node.config.discover {
@@ -116,26 +119,37 @@ pub async fn refresh(node: &Arc<Node>) {
             node.retire_source(&s.name);
         }
     }
-    for i in candidates {
-        let known = node.source(&i.name);
-        if known
-            .as_ref()
-            .is_some_and(|s| !s.retired.load(std::sync::atomic::Ordering::Relaxed))
-        {
-            continue;
-        }
-        let cfg = UplinkConfig {
-            name: i.name.clone(),
-            tier: Tier::Primary,
-            cap: None,
-            lend_cap: None,
-            capacity: None,
-        };
-        let candidate = Arc::new(iface_source(&cfg));
-        if probe(node, &candidate).await {
+    let fresh: Vec<Arc<Source>> = candidates
+        .into_iter()
+        .filter(|i| {
+            node.source(&i.name)
+                .is_none_or(|s| s.retired.load(std::sync::atomic::Ordering::Relaxed))
+        })
+        .map(|i| {
+            let cfg = UplinkConfig {
+                name: i.name.clone(),
+                tier: Tier::Primary,
+                cap: None,
+                lend_cap: None,
+                capacity: None,
+            };
+            Arc::new(iface_source(&cfg))
+        })
+        .collect();
+    // Probe every candidate at once; only those that answer become sources.
+    let answered = futures::future::join_all(fresh.iter().map(|c| probe(node, c))).await;
+    for (candidate, ok) in fresh.iter().zip(answered) {
+        if ok {
+            let cfg = UplinkConfig {
+                name: candidate.name.clone(),
+                tier: Tier::Primary,
+                cap: None,
+                lend_cap: None,
+                capacity: None,
+            };
             let s = node.add_source(iface_source(&cfg));
             s.record_success(candidate.rtt());
-            tracing::info!(uplink = %i.name, "uplink discovered");
+            tracing::info!(uplink = %candidate.name, "uplink discovered");
         }
     }
 }

@@ -50,7 +50,10 @@ const PACER_BURST: Duration = Duration::from_millis(50);
 
 impl Pacer {
     pub fn new(rate: Option<f64>) -> Pacer {
-        Pacer { rate: rate.filter(|r| *r > 0.0), next: Mutex::new(Instant::now()) }
+        Pacer {
+            rate: rate.filter(|r| *r > 0.0),
+            next: Mutex::new(Instant::now()),
+        }
     }
 
     /// Waits until `n` more bytes fit under the rate.
@@ -81,10 +84,22 @@ fn lendable(node: &Node, s: &Source) -> bool {
 pub fn cap_left(node: &Node, uplink: &str) -> u64 {
     let mut left = u64::MAX;
     if let Some(cap) = node.config.lend.cap {
-        let used: u64 = node.lent.lock().unwrap_or_else(|e| e.into_inner()).values().map(|s| s.month_bytes()).sum();
+        let used: u64 = node
+            .lent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|s| s.month_bytes())
+            .sum();
         left = left.min(cap.saturating_sub(used));
     }
-    if let Some(cap) = node.config.uplinks.iter().find(|u| u.name == uplink).and_then(|u| u.lend_cap) {
+    if let Some(cap) = node
+        .config
+        .uplinks
+        .iter()
+        .find(|u| u.name == uplink)
+        .and_then(|u| u.lend_cap)
+    {
         left = left.min(cap.0.saturating_sub(node.lent(uplink).month_bytes()));
     }
     left
@@ -107,7 +122,11 @@ pub fn loads(node: &Node) -> Vec<UplinkLoad> {
                     Health::Degraded => 2,
                     Health::Down => 3,
                 },
-                capacity: if max_rate > 0.0 { v.capacity.min(max_rate) } else { v.capacity } as u64,
+                capacity: if max_rate > 0.0 {
+                    v.capacity.min(max_rate)
+                } else {
+                    v.capacity
+                } as u64,
                 rate_rx: v.rate_rx as u64,
                 rate_tx: v.rate_tx as u64,
                 open: v.open.min(u32::MAX as u64) as u32,
@@ -165,7 +184,10 @@ async fn channel(tcp: TcpStream, node: &Arc<Node>) -> Result<(), String> {
             return Ok(());
         }
     };
-    let first = tokio::time::timeout(DEAD_AFTER, ch.recv()).await.map_err(|_| "no first frame")?.map_err(|e| e.to_string())?;
+    let first = tokio::time::timeout(DEAD_AFTER, ch.recv())
+        .await
+        .map_err(|_| "no first frame")?
+        .map_err(|e| e.to_string())?;
     let Some(first) = first else { return Ok(()) };
     match Frame::decode(first) {
         Ok(Frame::Hello { node: borrower, .. }) => control(ch, node, borrower).await,
@@ -184,10 +206,19 @@ fn encode(f: &Frame) -> Vec<u8> {
 async fn control(ch: NoiseStream<TcpStream>, node: &Arc<Node>, borrower: String) -> Result<(), String> {
     let (mut rx, mut tx) = ch.split();
     if !node.config.lend.enabled {
-        let _ = tx.send(&encode(&Frame::Bye { reason: "this node does not lend its uplinks".into() })).await;
+        let _ = tx
+            .send(&encode(&Frame::Bye {
+                reason: "this node does not lend its uplinks".into(),
+            }))
+            .await;
         return Ok(());
     }
-    tx.send(&encode(&Frame::Hello { node: node.config.name.clone(), flags: 0 })).await.map_err(|e| e.to_string())?;
+    tx.send(&encode(&Frame::Hello {
+        node: node.config.name.clone(),
+        flags: 0,
+    }))
+    .await
+    .map_err(|e| e.to_string())?;
     tracing::info!(%borrower, "a peer borrows our uplinks");
     let report = async {
         let mut last: Option<Vec<UplinkLoad>> = None;
@@ -196,12 +227,16 @@ async fn control(ch: NoiseStream<TcpStream>, node: &Arc<Node>, borrower: String)
         loop {
             let now = loads(node);
             if last.as_ref().is_none_or(|l| changed(l, &now)) {
-                tx.send(&encode(&Frame::Load { uplinks: now.clone() })).await.map_err(|e| e.to_string())?;
+                tx.send(&encode(&Frame::Load { uplinks: now.clone() }))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 last = Some(now);
                 last_sent = Instant::now();
             } else if last_sent.elapsed() >= HEARTBEAT {
                 seq = seq.wrapping_add(1);
-                tx.send(&encode(&Frame::Heartbeat { seq })).await.map_err(|e| e.to_string())?;
+                tx.send(&encode(&Frame::Heartbeat { seq }))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 last_sent = Instant::now();
             }
             tokio::time::sleep(LOAD_EVERY).await;
@@ -243,10 +278,21 @@ fn target_of(a: &Address) -> Target {
     Target::from(a)
 }
 
-async fn stream(mut ch: NoiseStream<TcpStream>, node: &Arc<Node>, uplink: String, target: Address) -> Result<(), String> {
-    let refuse = |code: Reply, reason: String| Frame::OpenErr { code: code as u8, reason };
+async fn stream(
+    mut ch: NoiseStream<TcpStream>,
+    node: &Arc<Node>,
+    uplink: String,
+    target: Address,
+) -> Result<(), String> {
+    let refuse = |code: Reply, reason: String| Frame::OpenErr {
+        code: code as u8,
+        reason,
+    };
     let pick = if uplink.is_empty() {
-        node.sources().into_iter().filter(|s| lendable(node, s) && s.usable(Instant::now())).max_by(|a, b| a.capacity().total_cmp(&b.capacity()))
+        node.sources()
+            .into_iter()
+            .filter(|s| lendable(node, s) && s.usable(Instant::now()))
+            .max_by(|a, b| a.capacity().total_cmp(&b.capacity()))
     } else {
         node.source(&uplink).filter(|s| lendable(node, s))
     };
@@ -255,7 +301,10 @@ async fn stream(mut ch: NoiseStream<TcpStream>, node: &Arc<Node>, uplink: String
         return ch.send(&encode(&f)).await.map_err(|e| e.to_string());
     };
     if cap_left(node, &source.name) == 0 {
-        let f = refuse(Reply::NotAllowed, format!("the lending cap of `{}` is used up", source.name));
+        let f = refuse(
+            Reply::NotAllowed,
+            format!("the lending cap of `{}` is used up", source.name),
+        );
         return ch.send(&encode(&f)).await.map_err(|e| e.to_string());
     }
     let t = target_of(&target);
@@ -273,7 +322,10 @@ async fn stream(mut ch: NoiseStream<TcpStream>, node: &Arc<Node>, uplink: String
         }
     };
     source.record_success(Some(conn.connect_time));
-    let ok = Frame::OpenOk { bound: Address::Ip(conn.local_addr), remote: Address::Ip(conn.peer_addr) };
+    let ok = Frame::OpenOk {
+        bound: Address::Ip(conn.local_addr),
+        remote: Address::Ip(conn.peer_addr),
+    };
     ch.send(&encode(&ok)).await.map_err(|e| e.to_string())?;
 
     let lent = node.lent(&source.name);
@@ -283,8 +335,13 @@ async fn stream(mut ch: NoiseStream<TcpStream>, node: &Arc<Node>, uplink: String
     let pacer = &node.lend_pacer;
     let to_target = async {
         loop {
-            let msg = tokio::time::timeout(idle, ch_rd.recv()).await.map_err(|_| "idle".to_string())?.map_err(|e| e.to_string())?;
-            let Some(msg) = msg else { return Err("borrower closed the stream without a Fin".to_string()) };
+            let msg = tokio::time::timeout(idle, ch_rd.recv())
+                .await
+                .map_err(|_| "idle".to_string())?
+                .map_err(|e| e.to_string())?;
+            let Some(msg) = msg else {
+                return Err("borrower closed the stream without a Fin".to_string());
+            };
             match Frame::decode(msg) {
                 Ok(Frame::Data(d)) => {
                     pacer.pace(d.len()).await;
@@ -308,7 +365,12 @@ async fn stream(mut ch: NoiseStream<TcpStream>, node: &Arc<Node>, uplink: String
             let n = match tokio::time::timeout(idle, up_rd.read(&mut buf)).await {
                 Err(_) => return Err("idle".to_string()),
                 Ok(Err(e)) => {
-                    let _ = ch_wr.send(&encode(&Frame::Reset { code: Reply::GeneralFailure as u8, reason: e.to_string() })).await;
+                    let _ = ch_wr
+                        .send(&encode(&Frame::Reset {
+                            code: Reply::GeneralFailure as u8,
+                            reason: e.to_string(),
+                        }))
+                        .await;
                     return Err(e.to_string());
                 }
                 Ok(Ok(n)) => n,

@@ -111,7 +111,10 @@ pub fn connect(node: &Arc<Node>, addr: String) -> Result<(), String> {
 pub fn disconnect(node: &Node, which: &str) -> bool {
     let removed = {
         let mut peers = node.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let key = peers.iter().find(|(a, p)| a.as_str() == which || p.name.as_deref() == Some(which)).map(|(a, _)| a.clone());
+        let key = peers
+            .iter()
+            .find(|(a, p)| a.as_str() == which || p.name.as_deref() == Some(which))
+            .map(|(a, _)| a.clone());
         key.and_then(|k| peers.remove(&k))
     };
     match removed {
@@ -127,7 +130,13 @@ pub fn disconnect(node: &Node, which: &str) -> bool {
 }
 
 pub fn list(node: &Node) -> Vec<PeerState> {
-    let mut v: Vec<PeerState> = node.peers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    let mut v: Vec<PeerState> = node
+        .peers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
     v.sort_by(|a, b| a.addr.cmp(&b.addr));
     v
 }
@@ -155,7 +164,12 @@ async fn link_loop(node: Arc<Node>, addr: String, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             r = control_session(&node, &addr) => r,
         };
-        let name = node.peers.lock().unwrap_or_else(|e| e.into_inner()).get(&addr).and_then(|p| p.name.clone());
+        let name = node
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+            .and_then(|p| p.name.clone());
         if let Some(name) = &name {
             retire_peer_sources(&node, name);
         }
@@ -204,8 +218,15 @@ fn encode(f: &Frame) -> Vec<u8> {
 async fn control_session(node: &Arc<Node>, addr: &str) -> Result<(), String> {
     let (ch, remote) = channel(node, addr).await?;
     let (mut rx, mut tx) = ch.split();
-    tx.send(&encode(&Frame::Hello { node: node.config.name.clone(), flags: 1 })).await.map_err(|e| e.to_string())?;
-    let hello = tokio::time::timeout(DEAD_AFTER, rx.recv()).await.map_err(|_| "no hello from the peer".to_string())?;
+    tx.send(&encode(&Frame::Hello {
+        node: node.config.name.clone(),
+        flags: 1,
+    }))
+    .await
+    .map_err(|e| e.to_string())?;
+    let hello = tokio::time::timeout(DEAD_AFTER, rx.recv())
+        .await
+        .map_err(|_| "no hello from the peer".to_string())?;
     let name = match hello.map_err(|e| e.to_string())?.map(Frame::decode) {
         Some(Ok(Frame::Hello { node: name, .. })) => name,
         Some(Ok(other)) => return Err(format!("expected hello, got {other:?}")),
@@ -213,7 +234,9 @@ async fn control_session(node: &Arc<Node>, addr: &str) -> Result<(), String> {
         None => return Err("the peer closed the channel".into()),
     };
     if name == node.config.name {
-        return Err(format!("the peer has our own name `{name}`: give each node its own --name"));
+        return Err(format!(
+            "the peer has our own name `{name}`: give each node its own --name"
+        ));
     }
     tracing::info!(peer = %addr, %name, "peer link up");
     update(node, addr, |p| {
@@ -274,7 +297,11 @@ fn apply_load(node: &Node, peer: &str, addr: &str, uplinks: &[UplinkLoad]) {
                 tracing::info!(source = %name, "peer uplink available");
                 node.add_source(Source::new(
                     name.clone(),
-                    SourceKind::Peer { peer: peer.to_string(), addr: addr.to_string(), uplink: u.name.clone() },
+                    SourceKind::Peer {
+                        peer: peer.to_string(),
+                        addr: addr.to_string(),
+                        uplink: u.name.clone(),
+                    },
                     Tier::Primary,
                     None,
                     None,
@@ -292,7 +319,11 @@ fn apply_load(node: &Node, peer: &str, addr: &str, uplinks: &[UplinkLoad]) {
             health,
             u.capacity as f64,
             rtt,
-            Remote { open: u.open as u64, cap_left: u.cap_left, max_rate: u.max_rate as f64 },
+            Remote {
+                open: u.open as u64,
+                cap_left: u.cap_left,
+                max_rate: u.max_rate as f64,
+            },
         );
         names.push(name);
     }
@@ -333,20 +364,34 @@ pub async fn open(
     target: &Target,
     allow: impl Fn(std::net::IpAddr) -> bool,
 ) -> Result<(PeerStream, SocketAddr), DialError> {
-    let (mut ch, _) = channel(node, addr).await.map_err(|e| DialError::Io(std::io::Error::other(e)))?;
+    let (mut ch, _) = channel(node, addr)
+        .await
+        .map_err(|e| DialError::Io(std::io::Error::other(e)))?;
     let target = match &target.host {
         Host::Ip(ip) => Address::Ip(SocketAddr::new(*ip, target.port)),
         Host::Domain(d) => Address::Domain(d.clone(), target.port),
     };
     let io = |e: noise::NoiseError| DialError::Io(std::io::Error::other(e.to_string()));
-    ch.send(&encode(&Frame::Open { uplink: uplink.to_string(), target })).await.map_err(io)?;
-    let reply = ch.recv().await.map_err(io)?.ok_or_else(|| DialError::Io(std::io::ErrorKind::UnexpectedEof.into()))?;
+    ch.send(&encode(&Frame::Open {
+        uplink: uplink.to_string(),
+        target,
+    }))
+    .await
+    .map_err(io)?;
+    let reply = ch
+        .recv()
+        .await
+        .map_err(io)?
+        .ok_or_else(|| DialError::Io(std::io::ErrorKind::UnexpectedEof.into()))?;
     let bound = match Frame::decode(reply) {
         Ok(Frame::OpenOk { bound, remote }) => {
             // The lender resolved the name: address rules apply to what it connected to.
             if let Address::Ip(sa) = remote {
                 if !allow(sa.ip()) {
-                    let reset = Frame::Reset { code: proto::socks5::Reply::NotAllowed as u8, reason: "not allowed by policy".into() };
+                    let reset = Frame::Reset {
+                        code: proto::socks5::Reply::NotAllowed as u8,
+                        reason: "not allowed by policy".into(),
+                    };
                     let _ = ch.send(&encode(&reset)).await;
                     return Err(DialError::Policy);
                 }
@@ -358,7 +403,11 @@ pub async fn open(
         }
         Ok(Frame::OpenErr { code, reason }) => return Err(open_error(code, &reason)),
         Ok(other) => return Err(DialError::Io(std::io::Error::other(format!("peer answered {other:?}")))),
-        Err(e) => return Err(DialError::Io(std::io::Error::other(format!("bad frame from the peer: {e}")))),
+        Err(e) => {
+            return Err(DialError::Io(std::io::Error::other(format!(
+                "bad frame from the peer: {e}"
+            ))))
+        }
     };
     let session = node
         .peers
@@ -403,7 +452,12 @@ where
                     }
                 }
                 Err(_) => {
-                    let _ = ch_wr.send(&encode(&Frame::Reset { code: 1, reason: "local error".into() })).await;
+                    let _ = ch_wr
+                        .send(&encode(&Frame::Reset {
+                            code: 1,
+                            reason: "local error".into(),
+                        }))
+                        .await;
                     return;
                 }
             }

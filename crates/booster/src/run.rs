@@ -81,7 +81,11 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
         None => None,
     };
     let peer_listener = match config.peer_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr, what: "peer port", err })?),
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| StartError::Listen {
+            addr,
+            what: "peer port",
+            err,
+        })?),
         None => None,
     };
     let mut node = Node::new(config, store).map_err(StartError::Config)?;
@@ -132,7 +136,9 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
         });
     }
     services.spawn(discovery::run(node.clone(), stop.clone()));
-    let peer_addr = peer_listener.as_ref().map(|l| l.local_addr().expect("bound socket has an address"));
+    let peer_addr = peer_listener
+        .as_ref()
+        .map(|l| l.local_addr().expect("bound socket has an address"));
     if let Some(l) = peer_listener {
         services.spawn(crate::lend::serve(l, node.clone(), stop.clone()));
     }
@@ -190,7 +196,8 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
 
 async fn flush(node: &Arc<Node>) {
     let n = node.clone();
-    let r = tokio::task::spawn_blocking(move || n.store.as_ref().map(|s| s.flush(&n.counted_sources())).transpose()).await;
+    let r =
+        tokio::task::spawn_blocking(move || n.store.as_ref().map(|s| s.flush(&n.counted_sources())).transpose()).await;
     match r {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot save usage"),

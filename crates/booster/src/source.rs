@@ -267,7 +267,11 @@ impl Source {
     pub fn set_remote(&self, health: Health, capacity: f64, rtt: Option<Duration>, remote: Remote) {
         let mut d = self.dyn_lock();
         d.health = health;
-        let capacity = if remote.max_rate > 0.0 { capacity.min(remote.max_rate) } else { capacity };
+        let capacity = if remote.max_rate > 0.0 {
+            capacity.min(remote.max_rate)
+        } else {
+            capacity
+        };
         if capacity > 0.0 {
             d.capacity = capacity;
             d.capacity_known = true;
@@ -281,7 +285,9 @@ impl Source {
     /// Connections other nodes (or the peer itself) have open through this peer uplink.
     pub fn remote_others(&self) -> u64 {
         let d = self.dyn_lock();
-        d.remote.map(|r| r.open.saturating_sub(self.open.load(Relaxed))).unwrap_or(0)
+        d.remote
+            .map(|r| r.open.saturating_sub(self.open.load(Relaxed)))
+            .unwrap_or(0)
     }
 
     /// Seeds the capacity estimate from history (only if nothing better is known).

@@ -139,7 +139,10 @@ pub fn plan(
     let sources = sources(&ctx.node, &dest, ctx)?;
     // Only when the links have room: no other split running, and fewer connections open on
     // these sources than two each.
-    let busy: u64 = sources.iter().map(|s| s.open.load(Relaxed) + s.connecting.load(Relaxed)).sum();
+    let busy: u64 = sources
+        .iter()
+        .map(|s| s.open.load(Relaxed) + s.connecting.load(Relaxed))
+        .sum();
     if busy >= 2 * sources.len() as u64 {
         return None;
     }
@@ -271,7 +274,8 @@ pub async fn run(
         .await
         .map_err(|e| format!("writing the head: {e}"))?;
     let names: Vec<String> = plan.sources.iter().map(|s| s.name.clone()).collect();
-    let connector: Arc<dyn Connector> = Arc::new(NodeConnector::with_sources(ctx.node.clone(), plan.sources).via(plan.via));
+    let connector: Arc<dyn Connector> =
+        Arc::new(NodeConnector::with_sources(ctx.node.clone(), plan.sources).via(plan.via));
     let stop = ctx.kill.child_token();
     let opts = fetch::Options {
         stop: stop.clone(),
@@ -341,4 +345,3 @@ pub async fn run(
     );
     Ok(())
 }
-

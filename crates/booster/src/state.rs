@@ -158,7 +158,9 @@ impl Node {
             .or_insert_with(|| {
                 let s = Arc::new(Source::new(
                     format!("lent:{uplink}"),
-                    crate::source::SourceKind::Iface { name: uplink.to_string() },
+                    crate::source::SourceKind::Iface {
+                        name: uplink.to_string(),
+                    },
                     crate::config::Tier::Primary,
                     None,
                     None,

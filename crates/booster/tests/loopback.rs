@@ -384,12 +384,44 @@ async fn a_pinned_request_uses_only_that_source() {
     let node = node_with("").await;
     let url = format!("http://{}/file/1000", origin.local_addr());
     let proxy = format!("http://{}", node.proxy);
-    let (code, body, err) = curl(vec!["-x".into(), proxy.clone(), "-H".into(), "X-Booster-Source: lo".into(), url.clone()]).await;
+    let (code, body, err) = curl(vec![
+        "-x".into(),
+        proxy.clone(),
+        "-H".into(),
+        "X-Booster-Source: lo".into(),
+        url.clone(),
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(body.len(), 1000);
-    let (_, body, _) = curl(vec!["-i".into(), "-x".into(), proxy.clone(), "-H".into(), "X-Booster-Source: nope".into(), url.clone()]).await;
-    assert!(String::from_utf8_lossy(&body).starts_with("HTTP/1.1 503"), "{}", String::from_utf8_lossy(&body));
-    let (_, body, _) = curl(vec!["-i".into(), "-p".into(), "-x".into(), proxy, "--proxy-header".into(), "X-Booster-Source: nope".into(), url]).await;
-    assert!(String::from_utf8_lossy(&body).contains("503"), "{}", String::from_utf8_lossy(&body));
+    let (_, body, _) = curl(vec![
+        "-i".into(),
+        "-x".into(),
+        proxy.clone(),
+        "-H".into(),
+        "X-Booster-Source: nope".into(),
+        url.clone(),
+    ])
+    .await;
+    assert!(
+        String::from_utf8_lossy(&body).starts_with("HTTP/1.1 503"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (_, body, _) = curl(vec![
+        "-i".into(),
+        "-p".into(),
+        "-x".into(),
+        proxy,
+        "--proxy-header".into(),
+        "X-Booster-Source: nope".into(),
+        url,
+    ])
+    .await;
+    assert!(
+        String::from_utf8_lossy(&body).contains("503"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     node.shutdown().await;
 }

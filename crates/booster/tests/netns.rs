@@ -66,13 +66,21 @@ impl World {
             }
         }
         let home = self.home();
-        self.node = Some(start_node(&self.lab, &home, self.dir.path(), "booster.toml", &format!("{base}{toml}"), &args));
+        self.node = Some(start_node(
+            &self.lab,
+            &home,
+            self.dir.path(),
+            "booster.toml",
+            &format!("{base}{toml}"),
+            &args,
+        ));
     }
-
 
     /// `n` downloads of `size` at once; returns how many succeeded.
     fn fetch_parallel(&self, n: usize, size: &str) -> usize {
-        fetch_parallel(&self.lab, &self.home(), "127.0.0.1:1080", n, |i| format!("http://10.99.0.1/file/{size}?seed={i}"))
+        fetch_parallel(&self.lab, &self.home(), "127.0.0.1:1080", n, |i| {
+            format!("http://10.99.0.1/file/{size}?seed={i}")
+        })
     }
 
     fn rx(&self, iface: &str) -> u64 {

@@ -21,7 +21,10 @@ struct World {
 fn world() -> World {
     let lab = Lab::build(&profile("peers").unwrap()).expect("lab builds");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = lab.in_ns(lab.internet_ns(), || std::net::TcpListener::bind("10.99.0.1:80")).unwrap().unwrap();
+    let listener = lab
+        .in_ns(lab.internet_ns(), || std::net::TcpListener::bind("10.99.0.1:80"))
+        .unwrap()
+        .unwrap();
     let origin = {
         let _g = rt.enter();
         Origin::serve(listener, Default::default()).unwrap()
@@ -29,7 +32,12 @@ fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     std::fs::write(dir.path().join("wrong"), "not the household secret").unwrap();
-    World { lab, _rt: rt, origin, dir }
+    World {
+        lab,
+        _rt: rt,
+        origin,
+        dir,
+    }
 }
 
 const BASE: &str = "listen = \"127.0.0.1:1080\"\napi = \"127.0.0.1:4884\"\nprobe_target = \"10.99.0.1:80\"\n\
@@ -53,18 +61,41 @@ impl World {
             self.dir.path(),
             &format!("{name}.toml"),
             &format!("{BASE}{extra}"),
-            &["--iface", "4g", "--name", name, "--peer-listen", &listen, "--secret-file", secret.to_str().unwrap()],
+            &[
+                "--iface",
+                "4g",
+                "--name",
+                name,
+                "--peer-listen",
+                &listen,
+                "--secret-file",
+                secret.to_str().unwrap(),
+            ],
         )
     }
 
     fn home(&self, extra: &str, peers: &[&str]) -> NodeProc {
         let secret = self.dir.path().join("secret");
-        let mut args = vec!["--iface", "adsl", "--name", "home", "--secret-file", secret.to_str().unwrap()];
+        let mut args = vec![
+            "--iface",
+            "adsl",
+            "--name",
+            "home",
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ];
         let addrs: Vec<String> = peers.iter().map(|p| self.lan(p)).collect();
         for a in &addrs {
             args.extend(["--peer", a.as_str()]);
         }
-        start_node(&self.lab, &self.ns("home"), self.dir.path(), "home.toml", &format!("{BASE}{extra}"), &args)
+        start_node(
+            &self.lab,
+            &self.ns("home"),
+            self.dir.path(),
+            "home.toml",
+            &format!("{BASE}{extra}"),
+            &args,
+        )
     }
 
     fn status(&self) -> serde_json::Value {
@@ -76,7 +107,9 @@ impl World {
     }
 
     fn fetch_parallel(&self, n: usize, size: &str) -> usize {
-        fetch_parallel(&self.lab, &self.ns("home"), "127.0.0.1:1080", n, |i| format!("http://10.99.0.1/file/{size}?seed={i}"))
+        fetch_parallel(&self.lab, &self.ns("home"), "127.0.0.1:1080", n, |i| {
+            format!("http://10.99.0.1/file/{size}?seed={i}")
+        })
     }
 
     fn rx(&self, node: &str, iface: &str) -> u64 {
@@ -97,24 +130,34 @@ fn phones_lend_their_uplinks_and_a_dead_phone_is_routed_around() {
     let mut p1 = w.phone("phone-1", "secret", "");
     let _p2 = w.phone("phone-2", "secret", "");
     let _home = w.home("", &["phone-1", "phone-2"]);
-    w.wait("both phones' uplinks as sources", |v| usable(v, "phone-1/4g") && usable(v, "phone-2/4g"));
+    w.wait("both phones' uplinks as sources", |v| {
+        usable(v, "phone-1/4g") && usable(v, "phone-2/4g")
+    });
 
     let before = (w.rx("phone-1", "4g"), w.rx("phone-2", "4g"));
     assert_eq!(w.fetch_parallel(12, "300kB"), 12);
     let lent1 = w.rx("phone-1", "4g") - before.0;
     let lent2 = w.rx("phone-2", "4g") - before.1;
-    assert!(lent1 > 300_000 && lent2 > 300_000, "phones carried {lent1} and {lent2} bytes");
+    assert!(
+        lent1 > 300_000 && lent2 > 300_000,
+        "phones carried {lent1} and {lent2} bytes"
+    );
     assert!(w.origin.requests() >= 12);
 
     // Kill phone-1's node: home notices, drops its source, and every client still gets a reply.
     p1.kill();
     let killed = Instant::now();
     w.wait("phone-1 declared dead", |v| {
-        v["peers"].as_array().is_some_and(|ps| ps.iter().any(|p| p["name"] == "phone-1" && p["state"] != "up"))
+        v["peers"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == "phone-1" && p["state"] != "up"))
     });
     eprintln!("phone-1 declared dead after {:?}", killed.elapsed());
     let v = w.status();
-    assert!(!usable(&v, "phone-1/4g"), "a dead peer's source is still offered: {v:#}");
+    assert!(
+        !usable(&v, "phone-1/4g"),
+        "a dead peer's source is still offered: {v:#}"
+    );
     assert_eq!(w.fetch_parallel(6, "100kB"), 6);
 
     // Restart it: it rejoins, and is used again.
@@ -122,7 +165,10 @@ fn phones_lend_their_uplinks_and_a_dead_phone_is_routed_around() {
     w.wait("phone-1 back", |v| usable(v, "phone-1/4g"));
     let before = w.rx("phone-1", "4g");
     assert_eq!(w.fetch_parallel(12, "200kB"), 12);
-    assert!(w.rx("phone-1", "4g") - before > 100_000, "a rejoined peer was not used again");
+    assert!(
+        w.rx("phone-1", "4g") - before > 100_000,
+        "a rejoined peer was not used again"
+    );
 }
 
 #[test]
@@ -135,7 +181,10 @@ fn a_wrong_secret_gets_nothing() {
     let _home = w.home("", &["phone-1"]);
     // The link never comes up, with a clear reason, and no source from that phone appears.
     let v = w.wait("a refused handshake", |v| {
-        v["peers"].as_array().is_some_and(|ps| ps.iter().any(|p| p["last_error"].as_str().is_some_and(|e| e.contains("handshake"))))
+        v["peers"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["last_error"].as_str().is_some_and(|e| e.contains("handshake")))
+        })
     });
     assert!(source(&v, "phone-1/4g").is_none(), "{v:#}");
     std::thread::sleep(Duration::from_secs(2));
@@ -161,12 +210,18 @@ fn lender_limits_hold() {
     w.wait("phone-1 lends", |v| usable(v, "phone-1/4g"));
     let v = w.status();
     let cap = source(&v, "phone-1/4g").unwrap()["capacity"].as_f64().unwrap();
-    assert!(cap <= 4e6 / 8.0 + 1.0, "home must see the lender's rate limit as capacity: {cap}");
+    assert!(
+        cap <= 4e6 / 8.0 + 1.0,
+        "home must see the lender's rate limit as capacity: {cap}"
+    );
     // 1.5 MB at 4 Mbit/s takes at least 3 s (a lower bound: it cannot flake by being slow).
     let started = Instant::now();
     assert_eq!(w.fetch_parallel(3, "500kB"), 3);
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(2500), "1.5 MB through a 4 Mbit/s lending limit took only {took:?}");
+    assert!(
+        took >= Duration::from_millis(2500),
+        "1.5 MB through a 4 Mbit/s lending limit took only {took:?}"
+    );
 }
 
 #[test]
@@ -185,6 +240,12 @@ fn a_lending_cap_is_respected() {
     let v = w.wait("the cap reported as used up", |v| !usable(v, "phone-2/4g"));
     let before = w.rx("phone-2", "4g");
     let ok = w.fetch_parallel(2, "300kB");
-    assert_eq!(ok, 0, "with adsl blocked and the cap used, nothing should get through: {v:#}");
-    assert!(w.rx("phone-2", "4g") - before < 50_000, "the lender kept lending past its cap");
+    assert_eq!(
+        ok, 0,
+        "with adsl blocked and the cap used, nothing should get through: {v:#}"
+    );
+    assert!(
+        w.rx("phone-2", "4g") - before < 50_000,
+        "the lender kept lending past its cap"
+    );
 }

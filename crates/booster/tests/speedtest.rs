@@ -35,15 +35,28 @@ async fn speedtest_runs_jobs_through_a_node_and_plots() {
     assert_eq!(v["jobs"][0]["bytes"], 3_300_000);
     assert_eq!(v["jobs"][1]["bytes"], 300_000);
     assert!(v["per_source_bytes"]["lo"].as_u64().unwrap() >= 3_600_000, "{v}");
-    for u in v["jobs"].as_array().unwrap().iter().flat_map(|j| j["urls"].as_array().unwrap()) {
+    for u in v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|j| j["urls"].as_array().unwrap())
+    {
         assert!(u["error"].is_null(), "{u}");
     }
-    assert!(std::fs::read_to_string(dir.path().join("st.svg")).unwrap().contains("<svg"));
-    assert!(std::fs::read_to_string(dir.path().join("st-conns.svg")).unwrap().contains("<svg"));
+    assert!(std::fs::read_to_string(dir.path().join("st.svg"))
+        .unwrap()
+        .contains("<svg"));
+    assert!(std::fs::read_to_string(dir.path().join("st-conns.svg"))
+        .unwrap()
+        .contains("<svg"));
 
     // A broken job file is refused with its line, exit code 2.
     std::fs::write(&jobs, "[{\"id\": \"x\",\n \"urlz\": []}]").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_booster")).arg("speedtest").arg(&jobs).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_booster"))
+        .arg("speedtest")
+        .arg(&jobs)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
     node.shutdown().await;

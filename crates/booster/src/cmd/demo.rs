@@ -119,7 +119,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     const BIG: u64 = 16;
     println!("[2/4] booster node on {proxy}: warming up (learning link capacities) ...");
     parallel(proxy, origin_addr, args.parallel, "/file/2MB").await?;
-    println!("[3/4] {} parallel 3 MB downloads through booster's proxy ...", args.parallel);
+    println!(
+        "[3/4] {} parallel 3 MB downloads through booster's proxy ...",
+        args.parallel
+    );
     let (bytes, took) = parallel(proxy, origin_addr, args.parallel, "/file/3MB").await?;
     let boosted = bytes as f64 / took;
 
@@ -131,14 +134,24 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut req = crate::fetch::Request::new(url.clone(), crate::fetch::Output::Stream(Box::new(tokio::io::sink())));
     req.sha256 = Some(lab::origin::sha256_hex(big_size, big_size));
     let connector = std::sync::Arc::new(crate::fetch::NodeConnector::new(node.node.clone()));
-    let opts = crate::fetch::Options { notify: std::sync::Arc::new(|_| {}), ..Default::default() };
+    let opts = crate::fetch::Options {
+        notify: std::sync::Arc::new(|_| {}),
+        ..Default::default()
+    };
     let t = Instant::now();
-    crate::fetch::download(req, connector, opts).await.map_err(|e| anyhow::anyhow!("booster get: {e}"))?;
+    crate::fetch::download(req, connector, opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("booster get: {e}"))?;
     let got = big_size as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let n = get_count(tokio::net::TcpStream::connect(proxy).await?, &origin_addr.to_string(), &url, None)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let n = get_count(
+        tokio::net::TcpStream::connect(proxy).await?,
+        &origin_addr.to_string(),
+        &url,
+        None,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     anyhow::ensure!(n == big_size, "the proxy delivered {n} of {big_size} bytes");
     let split = big_size as f64 / t.elapsed().as_secs_f64();
     node.shutdown().await;
@@ -149,12 +162,31 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     const SECRET: &str = "demo household secret";
     let mut phones = Vec::new();
     for (i, l) in links.iter().enumerate().skip(1) {
-        phones.push(demo_node(&format!("phone-{i}"), std::slice::from_ref(l), Some(SECRET), Some(true), vec![]).await?);
+        phones.push(
+            demo_node(
+                &format!("phone-{i}"),
+                std::slice::from_ref(l),
+                Some(SECRET),
+                Some(true),
+                vec![],
+            )
+            .await?,
+        );
     }
-    let peers: Vec<String> = phones.iter().filter_map(|p| p.peer_addr.map(|a| a.to_string())).collect();
+    let peers: Vec<String> = phones
+        .iter()
+        .filter_map(|p| p.peer_addr.map(|a| a.to_string()))
+        .collect();
     let home = demo_node("home", &links[..1], Some(SECRET), Some(false), peers).await?;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while home.node.sources().iter().filter(|s| s.name.contains('/') && s.usable(std::time::Instant::now())).count() < phones.len() {
+    while home
+        .node
+        .sources()
+        .iter()
+        .filter(|s| s.name.contains('/') && s.usable(std::time::Instant::now()))
+        .count()
+        < phones.len()
+    {
         if Instant::now() > deadline {
             anyhow::bail!("the phone nodes did not join the home node");
         }
@@ -218,7 +250,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         (format!("one {BIG} MB download, booster get (sha256 ok)"), got),
         (format!("one {BIG} MB download via the proxy (split)"), split),
     ] {
-        println!("{:<44} {:>8.2} {:>11.0}% {:>12.2}×", what, mb(r), r / link_sum * 100.0, r / best);
+        println!(
+            "{:<44} {:>8.2} {:>11.0}% {:>12.2}×",
+            what,
+            mb(r),
+            r / link_sum * 100.0,
+            r / best
+        );
     }
     println!(
         "{:<44} {:>8} {:>12} {:>13}",
@@ -264,7 +302,11 @@ async fn demo_node(
             no_mdns: true,
             name: Some(name.to_string()),
             secret: secret.map(crate::config::Secret::new),
-            peer_listen: Some(if lend == Some(true) { "127.0.0.1:0".into() } else { "off".into() }),
+            peer_listen: Some(if lend == Some(true) {
+                "127.0.0.1:0".into()
+            } else {
+                "off".into()
+            }),
             peers,
             ..Default::default()
         },
@@ -274,9 +316,24 @@ async fn demo_node(
     cfg.discover = false;
     let sources = links
         .iter()
-        .map(|l| Source::new(l.name().to_string(), SourceKind::Emulated(l.clone()), Tier::Primary, None, None))
+        .map(|l| {
+            Source::new(
+                l.name().to_string(),
+                SourceKind::Emulated(l.clone()),
+                Tier::Primary,
+                None,
+                None,
+            )
+        })
         .collect();
-    Ok(run::start(cfg, Extras { sources, no_store: true }).await?)
+    Ok(run::start(
+        cfg,
+        Extras {
+            sources,
+            no_store: true,
+        },
+    )
+    .await?)
 }
 
 /// Runs `n` downloads of `path` at once through the proxy; returns (bytes, seconds until the last finished).

@@ -238,6 +238,9 @@ async fn local_connector(iface: &[String]) -> Result<NodeConnector, FetchError> 
             listen: Some("127.0.0.1:0".parse().expect("literal")),
             api: Some("127.0.0.1:0".parse().expect("literal")),
             iface: iface.to_vec(),
+            // Named uplinks need no reachability probe: a failing one loses its pieces to the
+            // others. Discovered ones are probed (concurrently) before they are trusted.
+            probe_target: (!iface.is_empty()).then(|| "none".to_string()),
             no_mdns: true,
             ..Default::default()
         },

@@ -35,7 +35,10 @@ pub async fn connect(args: ConnectArgs) -> ExitCode {
     let body = serde_json::json!({ "addr": addr }).to_string();
     match crate::client::request(&args.node, "POST", "/api/peers", Some(body), args.token.as_deref()).await {
         Ok((status, v)) if status < 300 => {
-            println!("connecting to {} (see `booster status`)", v["addr"].as_str().unwrap_or(&addr));
+            println!(
+                "connecting to {} (see `booster status`)",
+                v["addr"].as_str().unwrap_or(&addr)
+            );
             ExitCode::SUCCESS
         }
         Ok((_, v)) => {

@@ -59,7 +59,8 @@ pub struct Job {
 
 /// Parses a job file, naming the line and column of a mistake.
 pub fn parse_jobs(text: &str) -> Result<Vec<Job>, String> {
-    let jobs: Vec<Job> = serde_json::from_str(text).map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()))?;
+    let jobs: Vec<Job> =
+        serde_json::from_str(text).map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()))?;
     for j in &jobs {
         if j.urls.is_empty() {
             return Err(format!("job `{}` has no urls", j.id));
@@ -85,14 +86,22 @@ struct UrlResult {
 /// Fetches one URL through the proxy: absolute-form for http, CONNECT + TLS for https.
 async fn fetch_one(proxy: &str, url: &str, tls: &Option<Arc<rustls::ClientConfig>>) -> Result<u64, String> {
     let u = Url::parse(url).map_err(|e| e.to_string())?;
-    let mut tcp = tokio::net::TcpStream::connect(proxy).await.map_err(|e| format!("proxy {proxy}: {e}"))?;
+    let mut tcp = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| format!("proxy {proxy}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let host = u.host_header();
     if !u.is_https() {
         return get_count(tcp, &host, url, None).await;
     }
-    let authority = if u.host.contains(':') { format!("[{}]:{}", u.host, u.port) } else { format!("{}:{}", u.host, u.port) };
-    tcp.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+    let authority = if u.host.contains(':') {
+        format!("[{}]:{}", u.host, u.port)
+    } else {
+        format!("{}:{}", u.host, u.port)
+    };
+    tcp.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -106,8 +115,12 @@ async fn fetch_one(proxy: &str, url: &str, tls: &Option<Arc<rustls::ClientConfig
         return Err(format!("proxy answered `{status}`"));
     }
     let tls = tls.as_ref().ok_or("no TLS configuration")?;
-    let name = rustls::pki_types::ServerName::try_from(u.host.clone()).map_err(|_| format!("bad TLS name `{}`", u.host))?;
-    let io = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(u.host.clone()).map_err(|_| format!("bad TLS name `{}`", u.host))?;
+    let io = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
     get_count(io, &host, &u.path, None).await
 }
 
@@ -152,9 +165,17 @@ pub async fn run(args: SpeedtestArgs) -> ExitCode {
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .filter_map(|s| Some((s["name"].as_str()?.to_string(), (s["rx_bytes"].as_u64()?, s["open"].as_u64()?))))
+                        .filter_map(|s| {
+                            Some((
+                                s["name"].as_str()?.to_string(),
+                                (s["rx_bytes"].as_u64()?, s["open"].as_u64()?),
+                            ))
+                        })
                         .collect();
-                    timeline.lock().expect("timeline lock").push((started.elapsed().as_secs_f64(), map));
+                    timeline
+                        .lock()
+                        .expect("timeline lock")
+                        .push((started.elapsed().as_secs_f64(), map));
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -177,8 +198,18 @@ pub async fn run(args: SpeedtestArgs) -> ExitCode {
                 let r = fetch_one(&proxy, &url, &tls).await;
                 let secs = t.elapsed().as_secs_f64();
                 match r {
-                    Ok(bytes) => UrlResult { url, bytes, secs, error: None },
-                    Err(e) => UrlResult { url, bytes: 0, secs, error: Some(e) },
+                    Ok(bytes) => UrlResult {
+                        url,
+                        bytes,
+                        secs,
+                        error: None,
+                    },
+                    Err(e) => UrlResult {
+                        url,
+                        bytes: 0,
+                        secs,
+                        error: Some(e),
+                    },
                 }
             }
         };
@@ -199,7 +230,9 @@ pub async fn run(args: SpeedtestArgs) -> ExitCode {
     // And one sample after the last job.
     let samples_before = timeline.lock().expect("timeline lock").len();
     let last_sample = Instant::now();
-    while timeline.lock().expect("timeline lock").len() == samples_before && last_sample.elapsed() < Duration::from_secs(3) {
+    while timeline.lock().expect("timeline lock").len() == samples_before
+        && last_sample.elapsed() < Duration::from_secs(3)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sampler.abort();
@@ -218,13 +251,28 @@ pub async fn run(args: SpeedtestArgs) -> ExitCode {
             .iter()
             .map(|(j, r, b, s)| serde_json::json!({"id": j.id, "sync": j.sync, "bytes": b, "secs": s, "mb_per_s": *b as f64 / s / 1e6, "urls": r}))
             .collect();
-        println!("{}", serde_json::json!({ "jobs": jobs, "per_source_bytes": per_source }));
+        println!(
+            "{}",
+            serde_json::json!({ "jobs": jobs, "per_source_bytes": per_source })
+        );
     } else {
         for (job, results, bytes, secs) in &report {
-            println!("job `{}` ({}): {} in {:.1} s = {:.2} MB/s", job.id, if job.sync { "one by one" } else { "parallel" }, crate::units::ByteSize(*bytes), secs, *bytes as f64 / secs / 1e6);
+            println!(
+                "job `{}` ({}): {} in {:.1} s = {:.2} MB/s",
+                job.id,
+                if job.sync { "one by one" } else { "parallel" },
+                crate::units::ByteSize(*bytes),
+                secs,
+                *bytes as f64 / secs / 1e6
+            );
             for r in results {
                 match &r.error {
-                    None => println!("  {:>7.2} s  {:>10}  {}", r.secs, crate::units::ByteSize(r.bytes).to_string(), r.url),
+                    None => println!(
+                        "  {:>7.2} s  {:>10}  {}",
+                        r.secs,
+                        crate::units::ByteSize(r.bytes).to_string(),
+                        r.url
+                    ),
                     Some(e) => println!("  {:>7.2} s  {:>10}  {}  FAILED: {e}", r.secs, "-", r.url),
                 }
             }
@@ -240,14 +288,28 @@ pub async fn run(args: SpeedtestArgs) -> ExitCode {
         .iter()
         .map(|n| plot::Series {
             label: n.clone(),
-            points: plot::rates_mbit(&timeline.iter().map(|(t, m)| (*t, m.get(n).map(|x| x.0).unwrap_or(0))).collect::<Vec<_>>()),
+            points: plot::rates_mbit(
+                &timeline
+                    .iter()
+                    .map(|(t, m)| (*t, m.get(n).map(|x| x.0).unwrap_or(0)))
+                    .collect::<Vec<_>>(),
+            ),
         })
         .collect();
     let conns: Vec<plot::Series> = names
         .iter()
-        .map(|n| plot::Series { label: n.clone(), points: timeline.iter().map(|(t, m)| (*t, m.get(n).map(|x| x.1).unwrap_or(0) as f64)).collect() })
+        .map(|n| plot::Series {
+            label: n.clone(),
+            points: timeline
+                .iter()
+                .map(|(t, m)| (*t, m.get(n).map(|x| x.1).unwrap_or(0) as f64))
+                .collect(),
+        })
         .collect();
-    let (p1, p2) = (PathBuf::from(format!("{}.svg", args.plot)), PathBuf::from(format!("{}-conns.svg", args.plot)));
+    let (p1, p2) = (
+        PathBuf::from(format!("{}.svg", args.plot)),
+        PathBuf::from(format!("{}-conns.svg", args.plot)),
+    );
     let plotted = plot::line_chart_svg(&p1, "speedtest: throughput per source", "Mbit/s", &rates)
         .and_then(|_| plot::line_chart_svg(&p2, "speedtest: open connections per source", "connections", &conns));
     match plotted {
@@ -268,7 +330,9 @@ mod tests {
 
     #[test]
     fn parses_the_seed_format_and_names_mistakes() {
-        let jobs = parse_jobs(r#"[{"id": "smart data", "urls": ["http://h/a.dat", "https://h/b.dat"], "sync": false}]"#).unwrap();
+        let jobs =
+            parse_jobs(r#"[{"id": "smart data", "urls": ["http://h/a.dat", "https://h/b.dat"], "sync": false}]"#)
+                .unwrap();
         assert_eq!(jobs[0].urls.len(), 2);
         assert!(!jobs[0].sync);
         let err = parse_jobs("[{\"id\": \"x\",\n \"url\": []}]").unwrap_err();

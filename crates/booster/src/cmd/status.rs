@@ -76,10 +76,23 @@ pub fn render(v: &serde_json::Value) -> String {
     }
     let peers = v["peers"].as_array().cloned().unwrap_or_default();
     if !peers.is_empty() {
-        let _ = writeln!(out, "{:<22} {:<14} {:<11} UPLINKS / LAST ERROR", "PEER", "NAME", "STATE");
+        let _ = writeln!(
+            out,
+            "{:<22} {:<14} {:<11} UPLINKS / LAST ERROR",
+            "PEER", "NAME", "STATE"
+        );
         for p in &peers {
-            let uplinks: Vec<&str> = p["uplinks"].as_array().into_iter().flatten().filter_map(|u| u.as_str()).collect();
-            let detail = if uplinks.is_empty() { p["last_error"].as_str().unwrap_or("-").to_string() } else { uplinks.join(", ") };
+            let uplinks: Vec<&str> = p["uplinks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str())
+                .collect();
+            let detail = if uplinks.is_empty() {
+                p["last_error"].as_str().unwrap_or("-").to_string()
+            } else {
+                uplinks.join(", ")
+            };
             let _ = writeln!(
                 out,
                 "{:<22} {:<14} {:<11} {}",
@@ -91,12 +104,30 @@ pub fn render(v: &serde_json::Value) -> String {
         }
     }
     for a in v["available"].as_array().into_iter().flatten() {
-        let addrs: Vec<String> = a["addrs"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect();
-        let _ = writeln!(out, "available on the LAN: {} at {} port {} (booster connect {}:{})", a["node"].as_str().unwrap_or("?"), addrs.join(", "), a["port"], addrs.first().cloned().unwrap_or_default(), a["port"]);
+        let addrs: Vec<String> = a["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect();
+        let _ = writeln!(
+            out,
+            "available on the LAN: {} at {} port {} (booster connect {}:{})",
+            a["node"].as_str().unwrap_or("?"),
+            addrs.join(", "),
+            a["port"],
+            addrs.first().cloned().unwrap_or_default(),
+            a["port"]
+        );
     }
     let lending = &v["lending"];
     if lending["enabled"] == true {
-        let _ = writeln!(out, "lending on {} ({})", lending["peer_listen"].as_str().unwrap_or("-"), lending["uplinks"].as_array().map(|u| u.len()).unwrap_or(0).to_string() + " uplinks");
+        let _ = writeln!(
+            out,
+            "lending on {} ({})",
+            lending["peer_listen"].as_str().unwrap_or("-"),
+            lending["uplinks"].as_array().map(|u| u.len()).unwrap_or(0).to_string() + " uplinks"
+        );
     }
     let policies = v["policies"].as_array().map(|p| p.len()).unwrap_or(0);
     let _ = writeln!(out, "policies: {policies}");

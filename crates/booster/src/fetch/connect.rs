@@ -44,12 +44,20 @@ impl NodeConnector {
     pub fn new(node: Arc<Node>) -> NodeConnector {
         let now = std::time::Instant::now();
         let sources = node.sources().into_iter().filter(|s| s.usable(now)).collect();
-        NodeConnector { node, sources, via: None }
+        NodeConnector {
+            node,
+            sources,
+            via: None,
+        }
     }
 
     /// Uses exactly these sources, in this order.
     pub fn with_sources(node: Arc<Node>, sources: Vec<Arc<Source>>) -> NodeConnector {
-        NodeConnector { node, sources, via: None }
+        NodeConnector {
+            node,
+            sources,
+            via: None,
+        }
     }
 
     /// Connects every request to `via` instead of the URL's host and port.
