@@ -388,6 +388,17 @@ impl Source {
         }
     }
 
+    /// A primary source over an in-process emulated uplink, named after the link.
+    pub fn emulated(link: &lab::emulink::EmuLink) -> Source {
+        Source::new(
+            link.name().to_string(),
+            SourceKind::Emulated(link.clone()),
+            Tier::Primary,
+            None,
+            None,
+        )
+    }
+
     /// Holds an "open connection" count for as long as it lives.
     pub fn open_guard(self: &std::sync::Arc<Self>) -> OpenGuard {
         self.conns_total.fetch_add(1, Relaxed);

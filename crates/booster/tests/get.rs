@@ -1,17 +1,18 @@
 //! `booster get` / the range fetch engine, against our origin: emulated uplinks in-process
 //! (no root), plus runs of the real binary over `lo` (root only: SO_BINDTODEVICE).
 
+mod common;
+
 use booster::{
-    config::{Config, FileConfig, Overrides, Tier},
+    config::Config,
     fetch::{self, FetchError, NodeConnector, Options, Output, ProxyConnector, Request},
     run::{self, Extras},
-    source::{Source, SourceKind},
+    source::Source,
     state::Node,
 };
 use lab::{
     emulink::EmuLink,
     origin::{sha256_hex, Faults, Origin},
-    profile::LinkSpec,
 };
 use sha2::{Digest, Sha256};
 use std::{
@@ -24,45 +25,16 @@ use std::{
 
 const MB8: u64 = 8_000_000;
 
-fn link(name: &'static str, mbit: u64, rtt_ms: u64) -> EmuLink {
-    EmuLink::new(&LinkSpec {
-        name,
-        rate_bps: mbit * 1_000_000,
-        rtt: Duration::from_millis(rtt_ms),
-        jitter: Duration::ZERO,
-        loss: 0.0,
-    })
-}
-
 fn links() -> Vec<EmuLink> {
-    vec![link("slow", 20, 30), link("fast-a", 40, 20), link("fast-b", 40, 40)]
+    common::emu_links()
 }
 
 fn config() -> Config {
-    let mut cfg = Config::build(
-        FileConfig::default(),
-        Overrides {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            api: Some("127.0.0.1:0".parse().unwrap()),
-            probe_target: Some("none".into()),
-            no_mdns: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    cfg.uplinks.clear();
-    cfg.discover = false;
-    cfg
+    common::emulated_config("")
 }
 
 fn emulated(l: &EmuLink) -> Source {
-    Source::new(
-        l.name().to_string(),
-        SourceKind::Emulated(l.clone()),
-        Tier::Primary,
-        None,
-        None,
-    )
+    Source::emulated(l)
 }
 
 /// A connector over an in-process node whose sources are `links`.

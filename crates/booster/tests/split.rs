@@ -3,72 +3,24 @@
 
 mod common;
 
-use booster::{
-    config::{Config, FileConfig, Overrides, Tier},
-    run::{self, Extras, Running},
-    source::{Source, SourceKind},
-};
+use booster::run::Running;
 use common::{curl, sha256};
 use lab::{
     emulink::EmuLink,
     origin::{body_bytes, sha256_hex, Faults, Origin},
-    profile::LinkSpec,
 };
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const MB12: u64 = 12_000_000;
 const MB9: u64 = 9_000_000;
 
-fn link(name: &'static str, mbit: u64, rtt_ms: u64) -> EmuLink {
-    EmuLink::new(&LinkSpec {
-        name,
-        rate_bps: mbit * 1_000_000,
-        rtt: Duration::from_millis(rtt_ms),
-        jitter: Duration::ZERO,
-        loss: 0.0,
-    })
-}
-
 fn links() -> Vec<EmuLink> {
-    vec![link("slow", 20, 30), link("fast-a", 40, 20), link("fast-b", 40, 40)]
+    common::emu_links()
 }
 
 /// A node on loopback whose only sources are `links`, with extra TOML config.
 async fn node(toml: &str, links: &[EmuLink]) -> Running {
-    let mut cfg = Config::build(
-        FileConfig::parse(toml).expect("test config parses"),
-        Overrides {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            api: Some("127.0.0.1:0".parse().unwrap()),
-            probe_target: Some("none".into()),
-            no_mdns: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    cfg.uplinks.clear();
-    cfg.discover = false;
-    let sources = links
-        .iter()
-        .map(|l| {
-            Source::new(
-                l.name().to_string(),
-                SourceKind::Emulated(l.clone()),
-                Tier::Primary,
-                None,
-                None,
-            )
-        })
-        .collect();
-    run::start(
-        cfg,
-        Extras {
-            sources,
-            no_store: true,
-        },
-    )
-    .await
-    .unwrap()
+    common::emulated_node(toml, links).await
 }
 
 fn origin(faults: Faults) -> Origin {

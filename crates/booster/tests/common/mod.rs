@@ -125,3 +125,56 @@ pub async fn fake_dns() -> SocketAddr {
     });
     addr
 }
+
+/// An emulated uplink with `mbit` Mbit/s each way and `rtt_ms` of round trip.
+pub fn emu_link(name: &'static str, mbit: u64, rtt_ms: u64) -> lab::emulink::EmuLink {
+    lab::emulink::EmuLink::new(&lab::profile::LinkSpec {
+        name,
+        rate_bps: mbit * 1_000_000,
+        rtt: std::time::Duration::from_millis(rtt_ms),
+        jitter: std::time::Duration::ZERO,
+        loss: 0.0,
+    })
+}
+
+/// Three unequal emulated uplinks, modest enough for fast tests.
+pub fn emu_links() -> Vec<lab::emulink::EmuLink> {
+    vec![
+        emu_link("slow", 20, 30),
+        emu_link("fast-a", 40, 20),
+        emu_link("fast-b", 40, 40),
+    ]
+}
+
+/// A loopback config (port 0 listeners, no probes, no mDNS) whose only uplinks will be
+/// emulated ones: nothing is discovered.
+pub fn emulated_config(toml: &str) -> Config {
+    let mut cfg = Config::build(
+        FileConfig::parse(toml).expect("test config parses"),
+        Overrides {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            api: Some("127.0.0.1:0".parse().unwrap()),
+            probe_target: Some("none".into()),
+            no_mdns: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    cfg.uplinks.clear();
+    cfg.discover = false;
+    cfg
+}
+
+/// A running node on loopback whose only sources are `links`.
+pub async fn emulated_node(toml: &str, links: &[lab::emulink::EmuLink]) -> Running {
+    let sources = links.iter().map(booster::source::Source::emulated).collect();
+    run::start(
+        emulated_config(toml),
+        Extras {
+            sources,
+            no_store: true,
+        },
+    )
+    .await
+    .unwrap()
+}
