@@ -47,11 +47,11 @@ fn connector(links: &[EmuLink]) -> Arc<NodeConnector> {
 }
 
 fn origin(faults: Faults) -> Origin {
-    Origin::serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), faults).unwrap()
+    common::origin_with(faults)
 }
 
 fn file_url(o: &Origin, size: u64) -> String {
-    format!("http://{}/file/{size}", o.local_addr())
+    common::file_url(o, size)
 }
 
 fn file_sha(p: &Path) -> String {
@@ -85,11 +85,7 @@ fn report(what: &str, o: &fetch::Outcome, links: &[EmuLink], nominal_mbit: f64) 
         rate / 1e6,
         rate / (nominal_mbit * 1e6 / 8.0) * 100.0,
         nominal_mbit / 8.0,
-        links
-            .iter()
-            .map(|l| format!("{} {}", l.name(), l.bytes_down()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        common::per_link(links)
     );
 }
 

@@ -34,14 +34,7 @@ fn world() -> World {
     )
     .expect("lab builds");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = lab
-        .in_ns(lab.internet_ns(), || std::net::TcpListener::bind("10.99.0.1:80"))
-        .unwrap()
-        .unwrap();
-    let origin = {
-        let _g = rt.enter();
-        Origin::serve(listener, Default::default()).unwrap()
-    };
+    let origin = common::netlab::lab_origin(&lab, &rt);
     World {
         lab,
         _rt: rt,

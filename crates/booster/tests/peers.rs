@@ -21,14 +21,7 @@ struct World {
 fn world() -> World {
     let lab = Lab::build(&profile("peers").unwrap()).expect("lab builds");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = lab
-        .in_ns(lab.internet_ns(), || std::net::TcpListener::bind("10.99.0.1:80"))
-        .unwrap()
-        .unwrap();
-    let origin = {
-        let _g = rt.enter();
-        Origin::serve(listener, Default::default()).unwrap()
-    };
+    let origin = common::netlab::lab_origin(&lab, &rt);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     std::fs::write(dir.path().join("wrong"), "not the household secret").unwrap();

@@ -24,11 +24,11 @@ async fn node(toml: &str, links: &[EmuLink]) -> Running {
 }
 
 fn origin(faults: Faults) -> Origin {
-    Origin::serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), faults).unwrap()
+    common::origin_with(faults)
 }
 
 fn url(o: &Origin, size: u64) -> String {
-    format!("http://{}/file/{size}", o.local_addr())
+    common::file_url(o, size)
 }
 
 /// `curl -x proxy args...`: (exit code, body, stderr, seconds).
@@ -46,11 +46,7 @@ fn carriers(links: &[EmuLink], min: u64) -> usize {
 }
 
 fn per_link(links: &[EmuLink]) -> String {
-    links
-        .iter()
-        .map(|l| format!("{} {}", l.name(), l.bytes_down()))
-        .collect::<Vec<_>>()
-        .join(", ")
+    common::per_link(links)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

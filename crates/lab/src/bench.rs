@@ -412,32 +412,16 @@ fn lab_phase(
             let r = net::parallel_round(&home, b.proxy, &base, files, &names, &dl, Duration::from_secs(240));
             let samples = sampler.finish();
             let after = net::rx_counters(&lab)?;
-            match r {
-                Ok(r) => {
-                    let rate = r.bytes as f64 / r.secs;
-                    let (split, _) = net::spread(&before, &after);
-                    println!(
-                        "  booster {:.2} MB/s ({} MB in {:.1} s; per uplink MB: {})",
-                        rate / 1e6,
-                        r.bytes / MB,
-                        r.secs,
-                        split
-                            .iter()
-                            .map(|b| format!("{:.1}", *b as f64 / 1e6))
-                            .collect::<Vec<_>>()
-                            .join(" / ")
-                    );
-                    booster_row.samples.push(rate);
-                    res.booster_splits.push(split);
-                    rounds.push((rate, samples));
-                }
-                Err(e) => {
-                    procs::check_interrupt()?;
-                    println!("  booster round failed: {e:#}\n{}", b.proc.log_tail());
-                    booster_row.skip = Some(format!("failed: {e:#}"));
-                    b.proc.ensure_running()?;
-                }
-            }
+            record_round(
+                r,
+                &before,
+                &after,
+                samples,
+                &mut b.proc,
+                &mut booster_row,
+                &mut res.booster_splits,
+                &mut rounds,
+            )?;
         }
 
         if let (Some(bin), None) = (booster, &get_row.skip) {
@@ -934,4 +918,44 @@ fn machine() -> String {
         .map(|kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!("{cpus} CPUs ({model}), Linux {}, {mem} RAM", kernel.trim())
+}
+
+/// Records one measured round of parallel downloads through booster's proxy: prints it, and
+/// keeps its rate, its split over the uplinks and its samples. A failed round is recorded as
+/// skipped (with the node's log), and the node must still be running.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_round(
+    round: Result<net::Round>,
+    before: &[u64],
+    after: &[u64],
+    samples: net::Samples,
+    proc: &mut procs::Proc,
+    row: &mut report::Row,
+    splits: &mut Vec<report::Split>,
+    rounds: &mut Vec<(f64, net::Samples)>,
+) -> Result<()> {
+    match round {
+        Ok(r) => {
+            let rate = r.bytes as f64 / r.secs;
+            let (split, _) = net::spread(before, after);
+            let per: Vec<String> = split.iter().map(|b| format!("{:.1}", *b as f64 / 1e6)).collect();
+            println!(
+                "  booster {:.2} MB/s ({} MB in {:.1} s; per uplink MB: {})",
+                rate / 1e6,
+                r.bytes / MB,
+                r.secs,
+                per.join(" / ")
+            );
+            row.samples.push(rate);
+            splits.push(split);
+            rounds.push((rate, samples));
+        }
+        Err(e) => {
+            procs::check_interrupt()?;
+            println!("  booster round failed: {e:#}\n{}", proc.log_tail());
+            row.skip = Some(format!("failed: {e:#}"));
+            proc.ensure_running()?;
+        }
+    }
+    Ok(())
 }

@@ -58,8 +58,26 @@ pub async fn node_with_ifaces(toml: &str, ifaces: &[&str]) -> TestNode {
 
 /// Our origin on loopback.
 pub fn origin() -> lab::origin::Origin {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    lab::origin::Origin::serve(l, Default::default()).unwrap()
+    origin_with(Default::default())
+}
+
+/// Our origin on loopback, with fault modes.
+pub fn origin_with(faults: lab::origin::Faults) -> lab::origin::Origin {
+    lab::origin::Origin::serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), faults).unwrap()
+}
+
+/// The URL of a `size`-byte file on `origin`.
+pub fn file_url(origin: &lab::origin::Origin, size: u64) -> String {
+    format!("http://{}/file/{size}", origin.local_addr())
+}
+
+/// "name bytes, ..." of what each emulated link carried down, for assertion messages.
+pub fn per_link(links: &[lab::emulink::EmuLink]) -> String {
+    links
+        .iter()
+        .map(|l| format!("{} {}", l.name(), l.bytes_down()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs curl with `args`, returning (exit code, stdout bytes, stderr text).

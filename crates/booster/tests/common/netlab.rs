@@ -142,3 +142,13 @@ pub fn wait_status(
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Our origin on 10.99.0.1:80 inside the lab's internet namespace, served by `rt`.
+pub fn lab_origin(lab: &Lab, rt: &tokio::runtime::Runtime) -> lab::origin::Origin {
+    let listener = lab
+        .in_ns(lab.internet_ns(), || std::net::TcpListener::bind("10.99.0.1:80"))
+        .unwrap()
+        .unwrap();
+    let _g = rt.enter();
+    lab::origin::Origin::serve(listener, Default::default()).unwrap()
+}

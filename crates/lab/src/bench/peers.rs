@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::files::{self, FileSet, Kind, MB};
+use super::files::{self, FileSet, Kind};
 use super::net;
 use super::procs::{self, Proc};
 use super::report::{Results, Row};
@@ -199,32 +199,16 @@ pub fn phase(
         );
         let samples = sampler.finish();
         let after = net::rx_counters(&lab)?;
-        match r {
-            Ok(r) => {
-                let rate = r.bytes as f64 / r.secs;
-                let (split, _) = net::spread(&before, &after);
-                println!(
-                    "  booster {:.2} MB/s ({} MB in {:.1} s; per uplink MB: {})",
-                    rate / 1e6,
-                    r.bytes / MB,
-                    r.secs,
-                    split
-                        .iter()
-                        .map(|b| format!("{:.1}", *b as f64 / 1e6))
-                        .collect::<Vec<_>>()
-                        .join(" / ")
-                );
-                booster_row.samples.push(rate);
-                res.booster_splits.push(split);
-                rounds.push((rate, samples));
-            }
-            Err(e) => {
-                procs::check_interrupt()?;
-                println!("  booster round failed: {e:#}\n{}", home.proc.log_tail());
-                booster_row.skip = Some(format!("failed: {e:#}"));
-                home.proc.ensure_running()?;
-            }
-        }
+        super::record_round(
+            r,
+            &before,
+            &after,
+            samples,
+            &mut home.proc,
+            &mut booster_row,
+            &mut res.booster_splits,
+            &mut rounds,
+        )?;
 
         // One download with `booster get` through home's node (its own and the peers' sources).
         if get_row.skip.is_none() {
