@@ -2,6 +2,7 @@
 //! an argument, so everything here is unit-testable, proptest-able and fuzzable.
 //!
 //! Reading order:
+//! - [`bond`]: the bonded tunnel: frames, reorder buffer, paths and the scheduler.
 //! - [`socks5`]: the SOCKS5 codec (RFC 1928, RFC 1929 auth, UDP header).
 //! - [`http`]: HTTP/1.x heads for the proxy (CONNECT and absolute-form requests, responses)
 //!   and body framing.
@@ -12,7 +13,9 @@
 //! panics on any input.
 #![forbid(unsafe_code)]
 
+pub mod bond;
 pub mod http;
 pub mod peer;
 pub mod range;
 pub mod socks5;
+mod wire;

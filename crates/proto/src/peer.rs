@@ -31,6 +31,7 @@
 //! ```
 
 use crate::socks5::{Address, Reply, Socks5Error};
+use crate::wire::{self, put_name, put_reason, Reader, WireError};
 
 /// The version byte that starts every frame.
 pub const VERSION: u8 = 1;
@@ -42,11 +43,10 @@ pub const MAX_DATA: usize = MAX_FRAME - DATA_HEADER_LEN;
 /// Bytes [`Frame::data_header`] writes.
 pub const DATA_HEADER_LEN: usize = 2;
 
-/// Longest node or uplink name. Names show up in logs, the API and metrics labels; 64 bytes
-/// is plenty for `wlan0` or a hostname and keeps a [`Frame::Load`] small.
-pub const MAX_NAME: usize = 64;
-/// Longest reason text: enough for an error chain, small enough to log whole.
-pub const MAX_REASON: usize = 1024;
+/// Longest node or uplink name (64 bytes): plenty for `wlan0` or a hostname, and it keeps a
+/// [`Frame::Load`] small.
+pub use crate::wire::MAX_NAME;
+pub use crate::wire::MAX_REASON;
 /// Most uplinks one [`Frame::Load`] describes. A phone has two or three; 32 is generous and
 /// bounds the frame to about 3.6 KiB.
 pub const MAX_LOAD_UPLINKS: usize = 32;
@@ -233,7 +233,7 @@ impl Frame {
 
     /// Decodes one whole frame; `buf` must hold exactly one frame.
     pub fn decode(buf: &[u8]) -> Result<Frame, PeerError> {
-        let mut r = Reader { buf };
+        let mut r = Reader::new(buf);
         let version = r.u8()?;
         if version != VERSION {
             return Err(PeerError::BadVersion(version));
@@ -350,113 +350,17 @@ impl UplinkLoad {
 /// Whether `name` is a valid node or uplink name: 1..=64 bytes of `[A-Za-z0-9._-]`, and
 /// not `.` or `..` (names may end up in file names and URLs).
 pub fn is_valid_name(name: &str) -> bool {
-    valid_name_bytes(name.as_bytes())
+    wire::valid_name_bytes(name.as_bytes())
 }
 
-fn valid_name_bytes(name: &[u8]) -> bool {
-    (1..=MAX_NAME).contains(&name.len())
-        && name != b"."
-        && name != b".."
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-fn put_name(out: &mut Vec<u8>, name: &str) {
-    let name = name.as_bytes();
-    let name = name.get(..MAX_NAME).unwrap_or(name);
-    out.push(name.len() as u8);
-    out.extend_from_slice(name);
-}
-
-fn put_reason(out: &mut Vec<u8>, reason: &str) {
-    let mut end = reason.len().min(MAX_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.extend_from_slice(&(end as u16).to_be_bytes());
-    out.extend_from_slice(&reason.as_bytes()[..end]);
-}
-
-/// A cursor over one frame. Every read checks the length first, so no input can panic.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PeerError> {
-        if self.buf.len() < n {
-            return Err(PeerError::Truncated);
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], PeerError> {
-        let mut out = [0; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, PeerError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, PeerError> {
-        self.array().map(u16::from_be_bytes)
-    }
-
-    fn u32(&mut self) -> Result<u32, PeerError> {
-        self.array().map(u32::from_be_bytes)
-    }
-
-    fn u64(&mut self) -> Result<u64, PeerError> {
-        self.array().map(u64::from_be_bytes)
-    }
-
-    /// `LEN NAME`; an empty name is allowed only where `allow_empty`.
-    fn name(&mut self, allow_empty: bool) -> Result<String, PeerError> {
-        let len = usize::from(self.u8()?);
-        let raw = self.take(len)?;
-        if !(valid_name_bytes(raw) || (allow_empty && raw.is_empty())) {
-            return Err(PeerError::BadName);
-        }
-        // Only ASCII bytes get here.
-        String::from_utf8(raw.to_vec()).map_err(|_| PeerError::BadName)
-    }
-
-    fn reason(&mut self) -> Result<String, PeerError> {
-        let len = usize::from(self.u16()?);
-        if len > MAX_REASON {
-            return Err(PeerError::BadString);
-        }
-        let raw = self.take(len)?;
-        std::str::from_utf8(raw)
-            .map(str::to_owned)
-            .map_err(|_| PeerError::BadString)
-    }
-
-    fn address(&mut self) -> Result<Address, PeerError> {
-        match Address::decode(self.buf) {
-            Ok(Some((addr, used))) => {
-                self.take(used)?;
-                Ok(addr)
-            }
-            Ok(None) => Err(PeerError::Truncated),
-            Err(error) => Err(PeerError::BadAddress(error)),
-        }
-    }
-
-    fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.buf)
-    }
-
-    fn finish(&self) -> Result<(), PeerError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(PeerError::Trailing)
+impl From<WireError> for PeerError {
+    fn from(error: WireError) -> PeerError {
+        match error {
+            WireError::Truncated => PeerError::Truncated,
+            WireError::Trailing => PeerError::Trailing,
+            WireError::BadName => PeerError::BadName,
+            WireError::BadString => PeerError::BadString,
+            WireError::BadAddress(e) => PeerError::BadAddress(e),
         }
     }
 }
