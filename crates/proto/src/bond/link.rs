@@ -142,7 +142,7 @@ pub struct Link {
     pending: VecDeque<Pending>,
     datagrams: VecDeque<Datagram>,
     next_datagram: u32,
-    seen_datagrams: (HashSet<(u32, u32)>, VecDeque<(u32, u32)>),
+    seen_datagrams: SeenDatagrams,
     /// Round-robin position among bandwidth streams.
     cursor: u32,
     events: VecDeque<Event>,
@@ -150,6 +150,9 @@ pub struct Link {
     /// Bytes sent beyond the first copy by redundant streams and datagrams.
     pub redundant_bytes: u64,
 }
+
+/// Recent `(flow, id)` pairs, to drop redundant copies: a set and its insertion order.
+type SeenDatagrams = (HashSet<(u32, u32)>, VecDeque<(u32, u32)>);
 
 const MAX_OPEN_GAPS: usize = 4096;
 const MAX_SEEN_DATAGRAMS: usize = 4096;

@@ -87,7 +87,7 @@ impl SendHalf {
         let window = usize::try_from(self.peer_max.saturating_sub(self.next)).unwrap_or(usize::MAX);
         let len = self.unsent.len().min(max).min(window);
         let fin = self.fin_requested && len == self.unsent.len();
-        if len == 0 && !(fin && !self.fin_segmented) {
+        if len == 0 && (!fin || self.fin_segmented) {
             return None;
         }
         let offset = self.next;
