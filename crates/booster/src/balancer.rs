@@ -130,6 +130,15 @@ pub async fn connect_pinned(
     scorer: &dyn Scorer,
     pin: Option<&str>,
 ) -> Result<Metered, DialError> {
+    // Bond rules come first; a pinned source means "this source only", never the bond.
+    if let (Some(bonds), None) = (&node.bonds, pin) {
+        if let Some(mode) = bonds.mode_for(target) {
+            if node.policies().refused(target.domain(), target.ip()) {
+                return Err(DialError::Policy);
+            }
+            return crate::bond::connect(node, bonds, target, mode).await;
+        }
+    }
     let mut ranked = rank(node, target, scorer, Instant::now())?;
     if let Some(pin) = pin {
         ranked.retain(|s| s.name == pin);

@@ -116,6 +116,15 @@ pub struct FileConfig {
     pub mdns: Option<bool>,
     pub lend: Option<LendConfig>,
     pub split: Option<SplitConfig>,
+    /// Relays to bond through (`host` or `host:port`, default port 4886).
+    #[serde(default)]
+    pub relay: Vec<String>,
+    /// Which TCP streams are bonded: `all`, `HOST`, `:PORT` or `CIDR`.
+    #[serde(default)]
+    pub bond: Vec<String>,
+    /// Which streams are sent redundantly on every path [default with a relay: :22, :3389,
+    /// :5900]; `[]` or `["none"]` for none.
+    pub redundant: Option<Vec<String>>,
 }
 
 /// `[split]`: transparent splitting of large plain-HTTP downloads through the HTTP proxy.
@@ -160,6 +169,9 @@ pub struct Overrides {
     pub peer_listen: Option<String>,
     pub peers: Vec<String>,
     pub no_mdns: bool,
+    pub relays: Vec<String>,
+    pub bond: Vec<String>,
+    pub redundant: Vec<String>,
 }
 
 /// Default port of the peer channel.
@@ -199,6 +211,10 @@ pub struct Config {
     pub mdns: bool,
     pub lend: Lend,
     pub split: Split,
+    /// Relays as `host:port`.
+    pub relays: Vec<String>,
+    pub bond: Vec<crate::bond::Rule>,
+    pub redundant: Vec<crate::bond::Rule>,
 }
 
 /// Default `[split] min_size`.
@@ -227,21 +243,26 @@ pub struct Lend {
 
 /// `host` or `host:port` of a peer, with the default peer port.
 pub fn peer_addr(s: &str) -> Result<String, String> {
+    host_port(s, DEFAULT_PEER_PORT)
+}
+
+/// `host` or `host:port`, with `default_port` when none is given.
+pub fn host_port(s: &str, default_port: u16) -> Result<String, String> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty peer address".into());
+        return Err("empty address".into());
     }
     let with_port = if s.parse::<SocketAddr>().is_ok() {
         s.to_string()
     } else if let Ok(ip) = s.parse::<IpAddr>() {
-        SocketAddr::new(ip, DEFAULT_PEER_PORT).to_string()
+        SocketAddr::new(ip, default_port).to_string()
     } else if s
         .rsplit_once(':')
         .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
     {
         s.to_string()
     } else if !s.contains(':') {
-        format!("{s}:{DEFAULT_PEER_PORT}")
+        format!("{s}:{default_port}")
     } else {
         return Err(format!("`{s}` is not host, host:port, ip or ip:port"));
     };
@@ -506,6 +527,38 @@ impl Config {
                 "peers need the network secret (`secret` or `secret_file`)".into(),
             ));
         }
+        let relays = file
+            .relay
+            .iter()
+            .chain(flags.relays.iter())
+            .map(|r| host_port(r, crate::bond::DEFAULT_RELAY_PORT).map_err(|e| invalid(format!("relay: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !relays.is_empty() && secret.is_none() {
+            return Err(invalid(
+                "relays need the network secret (`secret` or `secret_file`)".into(),
+            ));
+        }
+        let rules = |key: &str, list: Vec<String>| -> Result<Vec<crate::bond::Rule>, ConfigError> {
+            list.iter()
+                .filter(|r| !r.trim().eq_ignore_ascii_case("none"))
+                .map(|r| crate::bond::Rule::parse(r).map_err(|e| invalid(format!("{key}: {e}"))))
+                .collect()
+        };
+        let bond = rules("bond", file.bond.into_iter().chain(flags.bond).collect())?;
+        let redundant_list = if !flags.redundant.is_empty() {
+            flags.redundant
+        } else {
+            file.redundant
+                .unwrap_or_else(|| crate::bond::DEFAULT_REDUNDANT.map(String::from).to_vec())
+        };
+        let redundant = if relays.is_empty() {
+            Vec::new()
+        } else {
+            rules("redundant", redundant_list)?
+        };
+        if !bond.is_empty() && relays.is_empty() {
+            return Err(invalid("bond rules need a relay (`relay` or --relay HOST:PORT)".into()));
+        }
         let lend_file = file.lend.unwrap_or_default();
         let lend = Lend {
             enabled: lend_file.enabled.unwrap_or(true) && secret.is_some(),
@@ -561,6 +614,9 @@ impl Config {
             mdns: file.mdns.unwrap_or(true) && !flags.no_mdns,
             lend,
             split,
+            relays,
+            bond,
+            redundant,
         };
         if cfg.max_connections == 0 {
             return Err(invalid("max_connections must be at least 1".into()));

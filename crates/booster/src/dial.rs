@@ -87,6 +87,18 @@ impl DialError {
         }
     }
 
+    /// The error for a SOCKS5 reply `code` a relay or peer sent back.
+    pub fn from_reply(code: u8, reason: String) -> DialError {
+        match code {
+            2 => DialError::Policy,
+            3 => DialError::NetUnreachable,
+            4 => DialError::HostUnreachable,
+            5 => DialError::Refused,
+            6 => DialError::Timeout,
+            _ => DialError::Io(io::Error::other(reason)),
+        }
+    }
+
     /// Does this failure say something about the source (so it counts against its health and
     /// another source is worth trying), rather than about the target?
     pub fn source_fault(&self) -> bool {
@@ -147,6 +159,8 @@ pub enum Upstream {
     Emu(lab::emulink::EmuStream),
     /// A stream through a peer's uplink (see [`crate::peer::open`]).
     Peer(crate::peer::PeerStream),
+    /// A bonded stream through a relay (see [`crate::bond::connect`]).
+    Bond(crate::bond::BondStream),
 }
 
 /// An upstream connection that counts its bytes against its source and holds the source's
@@ -161,6 +175,28 @@ pub struct Metered {
 }
 
 impl Metered {
+    pub fn new(
+        inner: Upstream,
+        guard: OpenGuard,
+        local_addr: SocketAddr,
+        peer_addr: SocketAddr,
+        connect_time: Duration,
+    ) -> Metered {
+        Metered {
+            inner,
+            guard,
+            local_addr,
+            peer_addr,
+            connect_time,
+        }
+    }
+
+    /// Whether this is a bonded stream (never split into ranges: the bond already uses every
+    /// path).
+    pub fn is_bond(&self) -> bool {
+        matches!(self.inner, Upstream::Bond(_))
+    }
+
     pub fn source(&self) -> &Arc<Source> {
         self.guard.source()
     }
@@ -168,7 +204,7 @@ impl Metered {
     pub fn tcp(&self) -> Option<&TcpStream> {
         match &self.inner {
             Upstream::Tcp(t) => Some(t),
-            Upstream::Emu(_) | Upstream::Peer(_) => None,
+            Upstream::Emu(_) | Upstream::Peer(_) | Upstream::Bond(_) => None,
         }
     }
 }
@@ -181,6 +217,7 @@ impl AsyncRead for Metered {
             Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Upstream::Emu(s) => Pin::new(s).poll_read(cx, buf),
             Upstream::Peer(s) => Pin::new(s).poll_read(cx, buf),
+            Upstream::Bond(s) => Pin::new(s).poll_read(cx, buf),
         };
         let n = buf.filled().len() - before;
         if n > 0 {
@@ -197,6 +234,7 @@ impl AsyncWrite for Metered {
             Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Upstream::Emu(s) => Pin::new(s).poll_write(cx, buf),
             Upstream::Peer(s) => Pin::new(s).poll_write(cx, buf),
+            Upstream::Bond(s) => Pin::new(s).poll_write(cx, buf),
         };
         if let Poll::Ready(Ok(n)) = r {
             this.guard.source().tx.fetch_add(n as u64, Relaxed);
@@ -209,6 +247,7 @@ impl AsyncWrite for Metered {
             Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Upstream::Emu(s) => Pin::new(s).poll_flush(cx),
             Upstream::Peer(s) => Pin::new(s).poll_flush(cx),
+            Upstream::Bond(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -217,6 +256,7 @@ impl AsyncWrite for Metered {
             Upstream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Upstream::Emu(s) => Pin::new(s).poll_shutdown(cx),
             Upstream::Peer(s) => Pin::new(s).poll_shutdown(cx),
+            Upstream::Bond(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -282,7 +322,7 @@ pub async fn dial(
             t.local_addr().map_err(DialError::Io)?,
             t.peer_addr().map_err(DialError::Io)?,
         ),
-        Upstream::Emu(_) | Upstream::Peer(_) => ("0.0.0.0:0".parse().expect("literal"), addrs[0]),
+        Upstream::Emu(_) | Upstream::Peer(_) | Upstream::Bond(_) => ("0.0.0.0:0".parse().expect("literal"), addrs[0]),
     };
     Ok(Metered {
         inner,
@@ -355,7 +395,9 @@ async fn connect_one(source: &Source, addr: SocketAddr, opts: &DialOpts) -> Resu
             Ok(Upstream::Tcp(stream))
         }
         SourceKind::Emulated(link) => link.connect(addr).await.map(Upstream::Emu).map_err(DialError::from_io),
-        SourceKind::Peer { .. } => unreachable!("peer sources are dialled through the peer channel"),
+        SourceKind::Peer { .. } | SourceKind::Bond { .. } => Err(DialError::Io(io::Error::other(
+            "peer and bond sources are not dialled directly",
+        ))),
     }
 }
 

@@ -88,7 +88,7 @@ impl Resolver {
         }
         let iface = match &source.kind {
             SourceKind::Iface { name } => Some(name.as_str()),
-            SourceKind::Emulated(_) | SourceKind::Peer { .. } => None,
+            SourceKind::Emulated(_) | SourceKind::Peer { .. } | SourceKind::Bond { .. } => None,
         };
         let (ips, ttl) = if self.servers.is_empty() {
             (system_lookup(&host).await?, MAX_CACHE)

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod balancer;
+pub mod bond;
 pub mod client;
 pub mod cmd;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod peer;
 pub mod pipe;
 pub mod policy;
 pub mod proxy;
+pub mod relay;
 pub mod run;
 pub mod socks;
 pub mod source;

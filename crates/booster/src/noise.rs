@@ -46,9 +46,25 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, Rea
 
 /// The Noise protocol name. Both sides must use exactly this.
 pub const PATTERN: &str = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s";
-/// Bound into the handshake hash, so a transcript of another protocol that happens to use
-/// the same pattern and PSK can never be accepted as booster's.
-const PROLOGUE: &[u8] = b"booster peer channel";
+/// What a Noise connection is for. Its prologue is bound into the handshake hash, so a
+/// transcript of another protocol (or of the other channel) that happens to use the same
+/// pattern and PSK can never be accepted: a peer handshake replayed at a relay fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Node to node (`peer.rs`, `lend.rs`).
+    Peer,
+    /// Node to relay, one per bond path (`bond/`, `relay.rs`).
+    Bond,
+}
+
+impl Channel {
+    fn prologue(self) -> &'static [u8] {
+        match self {
+            Channel::Peer => b"booster peer channel",
+            Channel::Bond => b"booster-bond/1",
+        }
+    }
+}
 /// The peer protocol version carried in handshake messages 2 and 3.
 pub const PROTOCOL_VERSION: u8 = 1;
 
@@ -289,10 +305,15 @@ fn params() -> NoiseParams {
     PATTERN.parse().expect("PATTERN is a valid Noise protocol name")
 }
 
-fn handshake_state(psk: &[u8; 32], me: &Identity, initiator: bool) -> Result<HandshakeState, NoiseError> {
+fn handshake_state(
+    channel: Channel,
+    psk: &[u8; 32],
+    me: &Identity,
+    initiator: bool,
+) -> Result<HandshakeState, NoiseError> {
     let local = |_| HandshakeError::Local;
     let builder = snow::Builder::new(params())
-        .prologue(PROLOGUE)
+        .prologue(channel.prologue())
         .map_err(local)?
         .psk(0, psk)
         .map_err(local)?
@@ -312,6 +333,7 @@ fn handshake_state(psk: &[u8; 32], me: &Identity, initiator: bool) -> Result<Han
 /// as [`HandshakeError::PeerClosed`] (or [`NoiseError::Timeout`] if something in between
 /// keeps the connection open).
 pub async fn connect<S>(
+    channel: Channel,
     mut io: S,
     psk: &[u8; 32],
     me: &Identity,
@@ -320,7 +342,7 @@ pub async fn connect<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut hs = handshake_state(psk, me, true)?;
+    let mut hs = handshake_state(channel, psk, me, true)?;
     tokio::time::timeout(timeout, initiate(&mut io, &mut hs))
         .await
         .map_err(|_| NoiseError::Timeout)??;
@@ -332,6 +354,7 @@ where
 /// If message 1 does not authenticate (another network secret), this returns
 /// [`HandshakeError::WrongSecret`] having sent nothing, and drops `io`, which closes it.
 pub async fn accept<S>(
+    channel: Channel,
     mut io: S,
     psk: &[u8; 32],
     me: &Identity,
@@ -340,7 +363,7 @@ pub async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut hs = handshake_state(psk, me, false)?;
+    let mut hs = handshake_state(channel, psk, me, false)?;
     tokio::time::timeout(timeout, respond(&mut io, &mut hs))
         .await
         .map_err(|_| NoiseError::Timeout)??;

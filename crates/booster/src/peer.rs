@@ -203,7 +203,7 @@ async fn channel(node: &Node, addr: &str) -> Result<(NoiseStream<TcpStream>, noi
         .map_err(|_| format!("connecting to {addr} timed out"))?
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    noise::connect(tcp, &keys.psk, &keys.identity, HANDSHAKE_TIMEOUT)
+    noise::connect(noise::Channel::Peer, tcp, &keys.psk, &keys.identity, HANDSHAKE_TIMEOUT)
         .await
         .map_err(|e| format!("peer handshake failed (is the secret the same on both nodes?): {e}"))
 }

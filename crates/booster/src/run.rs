@@ -104,6 +104,7 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
             .map_err(|e| StartError::Config(e.to_string()))?;
         node.peer_keys = Some(crate::peer::Keys { identity, psk });
     }
+    node.bonds = crate::bond::Bonds::new(&node.config, &node.stop);
     let node = Arc::new(node);
     for s in extras.sources {
         node.add_source(s);
@@ -136,6 +137,7 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
         });
     }
     services.spawn(discovery::run(node.clone(), stop.clone()));
+    crate::bond::start(&node);
     let peer_addr = peer_listener
         .as_ref()
         .map(|l| l.local_addr().expect("bound socket has an address"));

@@ -23,6 +23,8 @@ pub enum SourceKind {
     /// An uplink a peer lends: connections go over the encrypted peer channel to `addr`, and
     /// the peer dials the target on its uplink `uplink` (DNS resolves there).
     Peer { peer: String, addr: String, uplink: String },
+    /// The bonded streams through one relay: counts their client bytes; never balanced.
+    Bond { relay: String },
 }
 
 impl std::fmt::Debug for SourceKind {
@@ -31,6 +33,7 @@ impl std::fmt::Debug for SourceKind {
             SourceKind::Iface { name } => write!(f, "iface {name}"),
             SourceKind::Emulated(l) => write!(f, "emulated {}", l.name()),
             SourceKind::Peer { peer, addr, uplink } => write!(f, "peer {peer} ({addr}) {uplink}"),
+            SourceKind::Bond { relay } => write!(f, "bond through {relay}"),
         }
     }
 }

@@ -136,6 +136,10 @@ pub fn plan(
         return None;
     }
     let dest = via.cloned().unwrap_or_else(|| Target::new(host, *port));
+    // A bonded destination already uses every path.
+    if ctx.node.bonds.as_ref().is_some_and(|b| b.mode_for(&dest).is_some()) {
+        return None;
+    }
     let sources = sources(&ctx.node, &dest, ctx)?;
     // Only when the links have room: no other split running, and fewer connections open on
     // these sources than two each.

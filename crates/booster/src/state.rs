@@ -50,6 +50,8 @@ pub struct Node {
     pub mdns: Mutex<Option<crate::mdns::Mdns>>,
     /// Paces everything this node lends to `[lend] max_rate`.
     pub lend_pacer: crate::lend::Pacer,
+    /// Relays and bond rules, when a relay is configured.
+    pub bonds: Option<crate::bond::Bonds>,
     /// Downloads being split over every source right now (see [`crate::split::MAX_SPLITS`]).
     pub splits_active: std::sync::atomic::AtomicU64,
 }
@@ -78,6 +80,7 @@ impl Node {
             tasks: tokio_util::task::TaskTracker::new(),
             stop: tokio_util::sync::CancellationToken::new(),
             mdns: Mutex::new(None),
+            bonds: None,
             lend_pacer: crate::lend::Pacer::new(config.lend.max_rate),
             splits_active: std::sync::atomic::AtomicU64::new(0),
             config,

@@ -8,7 +8,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use booster::noise::{self, HandshakeError, Identity, NoiseError, NoiseStream, Remote, MAX_PLAINTEXT};
+use booster::noise::{self, Channel, HandshakeError, Identity, NoiseError, NoiseStream, Remote, MAX_PLAINTEXT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -27,7 +27,7 @@ async fn responder(psk: [u8; 32], me: Identity, timeout: Duration) -> (std::net:
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        noise::accept(tcp, &psk, &me, timeout).await
+        noise::accept(Channel::Peer, tcp, &psk, &me, timeout).await
     });
     (addr, task)
 }
@@ -37,7 +37,7 @@ async fn pair() -> (NoiseStream<TcpStream>, NoiseStream<TcpStream>) {
     let server_id = Identity::generate();
     let (addr, server) = responder(PSK, server_id, TIMEOUT).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (client, _) = noise::connect(tcp, &PSK, &Identity::generate(), TIMEOUT).await.unwrap();
+    let (client, _) = noise::connect(Channel::Peer, tcp, &PSK, &Identity::generate(), TIMEOUT).await.unwrap();
     let (server, _) = server.await.unwrap().unwrap();
     (client, server)
 }
@@ -79,7 +79,7 @@ async fn messages_both_ways_and_identities() {
     let client_id = Identity::generate();
     let (addr, server) = responder(PSK, server_id.clone(), TIMEOUT).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut client, seen_server) = noise::connect(tcp, &PSK, &client_id, TIMEOUT).await.unwrap();
+    let (mut client, seen_server) = noise::connect(Channel::Peer, tcp, &PSK, &client_id, TIMEOUT).await.unwrap();
     let (mut server, seen_client) = server.await.unwrap().unwrap();
     assert_eq!(seen_server.static_key, server_id.public());
     assert_eq!(seen_client.static_key, client_id.public());
@@ -158,7 +158,7 @@ async fn wrong_secret_fails_and_responder_stays_silent() {
     // Two real nodes with different secrets.
     let (addr, server) = responder(PSK, Identity::generate(), TIMEOUT).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let client = noise::connect(tcp, &OTHER_PSK, &Identity::generate(), TIMEOUT).await;
+    let client = noise::connect(Channel::Peer, tcp, &OTHER_PSK, &Identity::generate(), TIMEOUT).await;
     assert!(
         matches!(client, Err(NoiseError::Handshake(HandshakeError::PeerClosed))),
         "{client:?}"
@@ -247,7 +247,7 @@ async fn flipped_bit_in_transport_message_is_fatal() {
     // The bit sits inside the ciphertext of the first transport message.
     let relay = tampering_relay(addr, INITIATOR_HANDSHAKE_BYTES + 2 + 5).await;
     let tcp = TcpStream::connect(relay).await.unwrap();
-    let (mut client, _) = noise::connect(tcp, &PSK, &Identity::generate(), TIMEOUT).await.unwrap();
+    let (mut client, _) = noise::connect(Channel::Peer, tcp, &PSK, &Identity::generate(), TIMEOUT).await.unwrap();
     let (mut server, _) = server.await.unwrap().unwrap();
     client.send(b"hello over a tampered path").await.unwrap();
     assert!(matches!(server.recv().await, Err(NoiseError::Decrypt)));
@@ -263,7 +263,7 @@ async fn flipped_bit_in_handshake_fails_it() {
     let relay = tampering_relay(addr, 50 + 2 + 10).await;
     let tcp = TcpStream::connect(relay).await.unwrap();
     // The initiator finishes (it sends msg3 last); the responder refuses it.
-    let _client = noise::connect(tcp, &PSK, &Identity::generate(), TIMEOUT).await;
+    let _client = noise::connect(Channel::Peer, tcp, &PSK, &Identity::generate(), TIMEOUT).await;
     let server = server.await.unwrap();
     assert!(
         matches!(server, Err(NoiseError::Handshake(HandshakeError::BadMessage))),
@@ -420,7 +420,7 @@ async fn version_mismatch_is_refused() {
         read_all(&mut tcp).await
     });
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let client = noise::connect(tcp, &PSK, &Identity::generate(), TIMEOUT).await;
+    let client = noise::connect(Channel::Peer, tcp, &PSK, &Identity::generate(), TIMEOUT).await;
     assert!(matches!(client, Err(NoiseError::Version(2))), "{client:?}");
     assert_eq!(fake.await.unwrap(), b"");
 }

@@ -17,6 +17,6 @@ pub mod link;
 pub mod path;
 pub mod stream;
 
-pub use frame::{Frame, FrameError, Mode};
+pub use frame::{Frame, FrameError, Mode, WELCOME_NEW};
 pub use link::{Config, Event, Link, LinkError, Role};
 pub use path::PathInfo;

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod get;
 pub mod peers;
+pub mod relay;
 pub mod speedtest;
 pub mod start;
 pub mod status;

@@ -44,6 +44,16 @@ pub struct StartArgs {
     /// Do not announce or discover nodes on the LAN by mDNS.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Bond through this relay (host[:port], default port 4886; repeatable).
+    #[arg(long = "relay", value_name = "HOST[:PORT]")]
+    pub relays: Vec<String>,
+    /// Bond these TCP streams over every uplink: all, HOST, :PORT or CIDR (repeatable).
+    #[arg(long = "bond", value_name = "RULE")]
+    pub bond: Vec<String>,
+    /// Send these streams on every path, for latency: all, HOST, :PORT, CIDR or none
+    /// (repeatable) [default with a relay: :22 :3389 :5900].
+    #[arg(long = "redundant", value_name = "RULE")]
+    pub redundant: Vec<String>,
 }
 
 pub async fn run(args: StartArgs) -> ExitCode {
@@ -69,6 +79,9 @@ pub async fn run(args: StartArgs) -> ExitCode {
         peer_listen: args.peer_listen,
         peers: args.peers,
         no_mdns: args.no_mdns,
+        relays: args.relays,
+        bond: args.bond,
+        redundant: args.redundant,
     };
     let config = match Config::build(file, flags) {
         Ok(c) => c,
@@ -122,7 +135,7 @@ pub async fn run(args: StartArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

@@ -109,6 +109,9 @@ pub enum LinkError {
 #[derive(Debug)]
 struct Stream {
     mode: Mode,
+    /// Node: `OpenOk` arrived. Relay: [`Link::accept`] was called. A copy of `OpenOk` re-sent
+    /// after its path died (the first copy arrived, its ack did not) must not report twice.
+    accepted: bool,
     send: SendHalf,
     recv: RecvHalf,
 }
@@ -278,6 +281,7 @@ impl Link {
             stream,
             Stream {
                 mode,
+                accepted: false,
                 send: SendHalf::new(self.config.send_buffer, window),
                 recv: RecvHalf::new(window),
             },
@@ -286,7 +290,8 @@ impl Link {
 
     /// Relay: the target is connected.
     pub fn accept(&mut self, stream: u32, bound: Address) {
-        if self.streams.contains_key(&stream) {
+        if let Some(s) = self.streams.get_mut(&stream).filter(|s| !s.accepted) {
+            s.accepted = true;
             self.pending.push_back(Pending::Control(Frame::OpenOk { stream, bound }));
         }
     }
@@ -349,6 +354,10 @@ impl Link {
                 reason: reason.to_owned(),
             }));
         }
+    }
+
+    pub fn has_stream(&self, stream: u32) -> bool {
+        self.streams.contains_key(&stream)
     }
 
     pub fn stream_count(&self) -> usize {
@@ -475,7 +484,8 @@ impl Link {
             Frame::Open { stream, mode, target } => self.on_open(stream, mode, target)?,
             Frame::OpenOk { stream, bound } => {
                 self.node_only("OpenOk")?;
-                if self.streams.contains_key(&stream) {
+                if let Some(s) = self.streams.get_mut(&stream).filter(|s| !s.accepted) {
+                    s.accepted = true;
                     self.events.push_back(Event::OpenOk { stream, bound });
                 }
             }
