@@ -117,6 +117,65 @@ pub struct Bonds {
     pub relays: Vec<Arc<Relay>>,
     pub bond: Vec<Rule>,
     pub redundant: Vec<Rule>,
+    /// UDP flows over the bond: where each flow's replies go.
+    flows: Arc<Flows>,
+}
+
+/// Datagrams coming back on a UDP flow: (sender, payload).
+pub type FlowReplies = tokio::sync::mpsc::Receiver<(Address, Vec<u8>)>;
+
+#[derive(Default)]
+struct Flows {
+    next: std::sync::atomic::AtomicU32,
+    routes: std::sync::Mutex<HashMap<u32, tokio::sync::mpsc::Sender<(Address, Vec<u8>)>>>,
+}
+
+/// Replies queued per flow before the oldest are dropped (UDP: late is as bad as lost).
+const FLOW_QUEUE: usize = 256;
+
+/// The UDP flows of one SOCKS5 association (one per mode); closed when dropped.
+#[derive(Default)]
+pub struct FlowSet {
+    open: Vec<(Mode, u32, Arc<Flows>)>,
+}
+
+impl FlowSet {
+    /// Sends one datagram over the bond, opening the association's flow for `mode` first if
+    /// needed (`spawn` gets the flow's replies). Dropped silently when no relay has a path,
+    /// as a congested UDP path would.
+    pub fn send(
+        &mut self,
+        bonds: &Bonds,
+        mode: Mode,
+        target: Address,
+        payload: &[u8],
+        spawn: impl FnOnce(FlowReplies),
+    ) {
+        let flow = match self.open.iter().find(|(m, ..)| *m == mode) {
+            Some((_, id, _)) => *id,
+            None => {
+                let id = bonds.flows.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & !crate::relay::FLOW_REDUNDANT;
+                let id = if mode == Mode::Redundant { id | crate::relay::FLOW_REDUNDANT } else { id };
+                let (tx, rx) = tokio::sync::mpsc::channel(FLOW_QUEUE);
+                bonds.flows.routes.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+                self.open.push((mode, id, bonds.flows.clone()));
+                spawn(rx);
+                id
+            }
+        };
+        if let Some(relay) = bonds.choose(mode) {
+            relay.source.tx.fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            relay.shared.send_datagram(flow, target, payload.to_vec(), mode);
+        }
+    }
+}
+
+impl Drop for FlowSet {
+    fn drop(&mut self) {
+        for (_, id, flows) in &self.open {
+            flows.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        }
+    }
 }
 
 impl Bonds {
@@ -125,11 +184,12 @@ impl Bonds {
         if config.relays.is_empty() {
             return None;
         }
+        let flows = Arc::new(Flows::default());
         let relays = config
             .relays
             .iter()
             .map(|addr| {
-                let handler: Arc<dyn Handler> = Arc::new(NodeHandler);
+                let handler: Arc<dyn Handler> = Arc::new(NodeHandler { flows: flows.clone() });
                 let shared = Shared::new(Role::Node, Config::default(), handler, stop.child_token());
                 Arc::new(Relay {
                     addr: addr.clone(),
@@ -150,6 +210,7 @@ impl Bonds {
             relays,
             bond: config.bond.clone(),
             redundant: config.redundant.clone(),
+            flows,
         })
     }
 
@@ -196,15 +257,23 @@ impl Bonds {
 }
 
 /// The node never accepts streams from a relay; datagrams come back on UDP flows.
-struct NodeHandler;
+struct NodeHandler {
+    flows: Arc<Flows>,
+}
 
 impl Handler for NodeHandler {
     fn opened(&self, link: &Arc<Shared>, stream: u32, _mode: Mode, _target: Address) {
         link.refuse(stream, 2, "nodes do not accept streams");
     }
 
-    fn datagram(&self, _link: &Arc<Shared>, flow: u32, _target: Address, _payload: Vec<u8>) {
-        tracing::debug!(flow, "datagram for an unknown UDP flow dropped");
+    fn datagram(&self, _link: &Arc<Shared>, flow: u32, from: Address, payload: Vec<u8>) {
+        let route = self.flows.routes.lock().unwrap_or_else(|e| e.into_inner()).get(&flow).cloned();
+        match route {
+            Some(tx) => {
+                let _ = tx.try_send((from, payload));
+            }
+            None => tracing::debug!(flow, "datagram for a closed UDP flow dropped"),
+        }
     }
 }
 

@@ -3,9 +3,13 @@
 //! the balancer picks (and keeps for that destination), from a UDP socket bound to that
 //! source's uplink. Replies come back with the header naming who sent them.
 //!
+//! Destinations that bond rules select go over the bond instead: to the relay on the path
+//! expected first, or, in redundant mode, on every path (the relay drops the copies), and
+//! the relay sends them on from its own address. That suits DNS, games, calls and QUIC.
+//!
 //! The association lives as long as the client's TCP control connection. Fragmented datagrams
-//! (FRAG ≠ 0) are dropped, as the RFC allows. Datagrams use local uplinks only: peers lend
-//! streams, not UDP.
+//! (FRAG ≠ 0) are dropped, as the RFC allows. Datagrams not bonded use local uplinks only:
+//! peers lend streams, not UDP.
 
 use crate::{
     balancer,
@@ -59,6 +63,7 @@ pub async fn associate(
     let mut outbound: HashMap<String, Arc<UdpSocket>> = HashMap::new();
     let mut route: HashMap<Target, Arc<Source>> = HashMap::new();
     let mut receivers = JoinSet::new();
+    let mut flows = crate::bond::FlowSet::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut ctrl_byte = [0u8; 1];
 
@@ -82,6 +87,19 @@ pub async fn associate(
             continue;
         }
         let target = Target::from(&header.addr);
+        if let Some(bonds) = &ctx.node.bonds {
+            if let Some(mode) = bonds.mode_for(&target) {
+                if ctx.node.policies().refused(target.domain(), target.ip()) {
+                    continue;
+                }
+                let client = client.expect("set above");
+                let relay_sock = relay.clone();
+                flows.send(bonds, mode, header.addr, &buf[offset..n], |replies| {
+                    receivers.spawn(bond_back(replies, relay_sock, client));
+                });
+                continue;
+            }
+        }
         let source = match route.get(&target) {
             Some(s) if s.usable(std::time::Instant::now()) => s.clone(),
             _ => {
@@ -162,6 +180,17 @@ async fn relay_back(out: Arc<UdpSocket>, relay: Arc<UdpSocket>, client: SocketAd
         }
         .encode(&mut packet);
         packet.extend_from_slice(&buf[..n]);
+        let _ = relay.send_to(&packet, client).await;
+    }
+}
+
+/// Datagrams that came back over the bond, to the client with a header naming their sender.
+async fn bond_back(mut replies: crate::bond::FlowReplies, relay: Arc<UdpSocket>, client: SocketAddr) {
+    let mut packet = Vec::with_capacity(MAX_DATAGRAM + 32);
+    while let Some((from, payload)) = replies.recv().await {
+        packet.clear();
+        UdpHeader { frag: 0, addr: from }.encode(&mut packet);
+        packet.extend_from_slice(&payload);
         let _ = relay.send_to(&packet, client).await;
     }
 }

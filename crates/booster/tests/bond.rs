@@ -284,3 +284,47 @@ async fn streams_not_matching_a_rule_are_not_bonded() {
     assert_eq!(relays[0]["bonded_rx_bytes"].as_u64(), Some(0), "{relays}");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_over_the_redundant_bond_arrives_once_each_way() {
+    let (relay, _r, _stop) = start_relay(SECRET).await;
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = received.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, from) = server.recv_from(&mut buf).await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            server.send_to(&reply, from).await.unwrap();
+        }
+    });
+    let links = links();
+    let node = bonded_node(relay, SECRET, "redundant = [\"all\"]", &links).await;
+    wait_paths(&node, 3).await;
+    let backing = tokio::net::TcpStream::connect(node.proxy_addr).await.unwrap();
+    let dgram = fast_socks5::client::Socks5Datagram::bind(backing, "127.0.0.1:0")
+        .await
+        .expect("UDP ASSOCIATE accepted");
+    for i in 0..10 {
+        let msg = format!("datagram {i}");
+        dgram.send_to(msg.as_bytes(), server_addr).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(10), dgram.recv_from(&mut buf))
+            .await
+            .expect("reply arrives")
+            .unwrap();
+        assert_eq!(&buf[..n], format!("echo:{msg}").as_bytes());
+        assert_eq!(from.to_string(), server_addr.to_string());
+    }
+    // Every datagram went on three paths, yet the server saw each once and the client got
+    // one reply each: nothing more arrives.
+    let mut buf = [0u8; 2048];
+    let extra = tokio::time::timeout(Duration::from_millis(500), dgram.recv_from(&mut buf)).await;
+    assert!(extra.is_err(), "a duplicate reached the client");
+    assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 10);
+    node.shutdown().await;
+}
