@@ -262,8 +262,10 @@ struct NodeHandler {
 }
 
 impl Handler for NodeHandler {
-    fn opened(&self, link: &Arc<Shared>, stream: u32, _mode: Mode, _target: Address) {
-        link.refuse(stream, 2, "nodes do not accept streams");
+    fn opened(&self, _link: &Arc<Shared>, stream: u32, _mode: Mode, _target: Address) {
+        // Unreachable in practice: a node's link refuses `Open` as a protocol error. (This
+        // runs under the link's lock, so it must not call back into the link.)
+        tracing::warn!(stream, "a relay tried to open a stream on a node; ignored");
     }
 
     fn datagram(&self, _link: &Arc<Shared>, flow: u32, from: Address, payload: Vec<u8>) {

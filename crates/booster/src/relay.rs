@@ -132,6 +132,7 @@ async fn accept_path(
     tcp: TcpStream,
 ) -> Result<impl std::future::Future<Output = ()>, String> {
     let _ = tcp.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     let _ = crate::sys::set_notsent_lowat(&tcp, path::NOTSENT_LOWAT);
     let (mut channel, remote) = noise::accept(
         Channel::Bond,
@@ -160,7 +161,7 @@ async fn accept_path(
     channel.send(&welcome).await.map_err(|e| e.to_string())?;
     let (wake, kill) = shared.add_path(id, &source, None, None);
     tracing::debug!(path = id, %source, new_link = new, "path joined");
-    Ok(path::run(shared, id, channel, wake, kill))
+    Ok(path::run(shared, id, channel, wake, kill, Some(fd)))
 }
 
 /// The link for `key`, created (and its janitor started) if new.

@@ -60,6 +60,8 @@ pub struct TcpInfo {
     pub rtt_var_us: u32,
     pub snd_cwnd: u32,
     pub total_retrans: u32,
+    /// Segments sent, retransmissions included.
+    pub segs_out: u32,
 }
 
 /// Reads `TCP_INFO` from a connected TCP socket.
@@ -84,6 +86,7 @@ pub fn tcp_info(fd: &impl AsRawFd) -> io::Result<TcpInfo> {
         rtt_var_us: info.tcpi_rttvar,
         snd_cwnd: info.tcpi_snd_cwnd,
         total_retrans: info.tcpi_total_retrans,
+        segs_out: info.tcpi_segs_out,
     })
 }
 

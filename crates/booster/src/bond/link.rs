@@ -26,6 +26,9 @@ pub const TICK: Duration = Duration::from_millis(25);
 
 /// What the relay (or the node, for datagrams) does with streams and datagrams the far end
 /// starts.
+///
+/// Both run under the link's lock: they must not call back into the link synchronously
+/// (spawn a task for that).
 pub trait Handler: Send + Sync + 'static {
     /// Relay: connect `target` for `stream`, then call [`Shared::accept`] or
     /// [`Shared::refuse`].

@@ -12,6 +12,7 @@ use crate::{
 };
 use proto::bond::{Frame, WELCOME_NEW};
 use std::{
+    os::fd::{AsRawFd, RawFd},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,9 +29,16 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 
 /// Moves frames between `channel` and the link until the path fails, is killed, or the far
-/// end closes it; then removes the path from the link.
-pub async fn run<S>(shared: Arc<Shared>, id: u32, channel: NoiseStream<S>, wake: Arc<Notify>, kill: CancellationToken)
-where
+/// end closes it; then removes the path from the link. `tcp`, the path's socket when it is a
+/// local TCP one, is read for the kernel's retransmission share (the path's loss).
+pub async fn run<S>(
+    shared: Arc<Shared>,
+    id: u32,
+    channel: NoiseStream<S>,
+    wake: Arc<Notify>,
+    kill: CancellationToken,
+    tcp: Option<RawFd>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = channel.split();
@@ -60,9 +68,31 @@ where
             }
         }
     };
+    let loss = async {
+        let Some(fd) = tcp else {
+            return std::future::pending().await;
+        };
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut last = (0u32, 0u32);
+        let mut loss = 0.0;
+        loop {
+            every.tick().await;
+            let Ok(info) = crate::sys::tcp_info(&fd) else { continue };
+            let (retrans, segs) = (
+                info.total_retrans.wrapping_sub(last.0),
+                info.segs_out.wrapping_sub(last.1),
+            );
+            last = (info.total_retrans, info.segs_out);
+            if segs > 0 {
+                loss = (loss * 3.0 + f64::from(retrans) / f64::from(segs)) / 4.0;
+                shared.with(false, |inner| inner.link.set_path_loss(id, loss));
+            }
+        }
+    };
     let why: Result<(), String> = tokio::select! {
         r = receiving => r,
         r = sending => r,
+        () = loss => Ok(()),
         _ = kill.cancelled() => Ok(()),
     };
     if let Err(why) = why {
@@ -92,8 +122,9 @@ pub async fn supervise(node: Arc<Node>, relay: Arc<Relay>, source: Arc<Source>, 
                 let (wake, kill) = shared.add_path(id, &source.name, Some(source.capacity()), Some(rtt));
                 tracing::debug!(relay = %relay.addr, source = %source.name, path = id, ?rtt, "bond path up");
                 let watch = watch_source(&source, &kill, &stop);
+                let fd = channel.get_ref().tcp().map(AsRawFd::as_raw_fd);
                 tokio::select! {
-                    () = run(shared.clone(), id, channel, wake, kill.clone()) => {}
+                    () = run(shared.clone(), id, channel, wake, kill.clone(), fd) => {}
                     () = watch => kill.cancel(),
                 }
                 shared.remove_path(id);
