@@ -328,3 +328,90 @@ async fn udp_over_the_redundant_bond_arrives_once_each_way() {
     assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 10);
     node.shutdown().await;
 }
+
+/// One echo round trip of `line` on `s`, within `limit`.
+async fn echo_once<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    line: &str,
+    limit: Duration,
+) -> std::io::Result<()> {
+    s.write_all(line.as_bytes()).await?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < line.len() {
+        let n = tokio::time::timeout(limit, s.read(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no echo"))??;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, line.as_bytes());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_every_path_dropping_for_a_few_seconds() {
+    let (relay, _r, _stop) = start_relay(SECRET).await;
+    let echo = echo_server().await;
+    let links = links();
+    let node = bonded_node(relay, SECRET, "bond = [\"all\"]", &links).await;
+    wait_paths(&node, 3).await;
+    let mut s = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo).await.unwrap();
+    echo_once(&mut s, "before\n", Duration::from_secs(10)).await.unwrap();
+    for l in &links {
+        l.cut();
+    }
+    // Written while no path exists: it waits in the link.
+    s.write_all(b"during\n").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for l in &links {
+        l.restore();
+    }
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .expect("the session resumed")
+        .unwrap();
+    assert_eq!(&buf[..n], b"during\n");
+    echo_once(&mut s, "after\n", Duration::from_secs(10)).await.unwrap();
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_restart_resets_old_streams_cleanly_and_new_ones_work() {
+    let (relay_addr, _relay, stop) = start_relay(SECRET).await;
+    let echo = echo_server().await;
+    let links = links();
+    let node = bonded_node(relay_addr, SECRET, "bond = [\"all\"]", &links).await;
+    wait_paths(&node, 3).await;
+    let mut old = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo).await.unwrap();
+    echo_once(&mut old, "hello\n", Duration::from_secs(10)).await.unwrap();
+    // The relay process "restarts": every path and all its state go; a new one takes the port.
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(relay_addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let relay = Relay::new(
+        RelayConfig {
+            psk: booster::noise::derive_psk(SECRET),
+            identity: Identity::generate(),
+            allow: vec![Pattern::parse("127.0.0.0/8").unwrap()],
+        },
+        CancellationToken::new(),
+    );
+    tokio::spawn(relay::serve(listener, relay));
+    // The old stream fails with an error, not a hang and not silently wrong data.
+    let r = echo_once(&mut old, "lost?\n", Duration::from_secs(20)).await;
+    let e = r.expect_err("a stream of the old relay cannot survive its restart");
+    assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "reset, not left hanging");
+    wait_paths(&node, 3).await;
+    let mut new = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo).await.unwrap();
+    echo_once(&mut new, "again\n", Duration::from_secs(10)).await.unwrap();
+    node.shutdown().await;
+}
