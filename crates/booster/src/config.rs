@@ -125,6 +125,30 @@ pub struct FileConfig {
     /// Which streams are sent redundantly on every path [default with a relay: :22, :3389,
     /// :5900]; `[]` or `["none"]` for none.
     pub redundant: Option<Vec<String>>,
+    pub gateway: Option<GatewaySection>,
+}
+
+/// `[gateway]`: transparent mode on a router (`booster gateway`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// The LAN interface whose TCP is steered into booster.
+    pub lan: Option<String>,
+    /// Port redirected connections arrive on (default 4887).
+    pub port: Option<u16>,
+    /// Destinations left alone (CIDR or IP).
+    pub exclude: Option<Vec<String>>,
+    /// Remove the rules when the gateway process dies, even by `kill -9` (default true).
+    pub watchdog: Option<bool>,
+}
+
+/// Resolved `[gateway]` settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gateway {
+    pub lan: Option<String>,
+    pub port: u16,
+    pub exclude: Vec<String>,
+    pub watchdog: bool,
 }
 
 /// `[split]`: transparent splitting of large plain-HTTP downloads through the HTTP proxy.
@@ -215,6 +239,7 @@ pub struct Config {
     pub relays: Vec<String>,
     pub bond: Vec<crate::bond::Rule>,
     pub redundant: Vec<crate::bond::Rule>,
+    pub gateway: Gateway,
 }
 
 /// Default `[split] min_size`.
@@ -559,6 +584,24 @@ impl Config {
         if !bond.is_empty() && relays.is_empty() {
             return Err(invalid("bond rules need a relay (`relay` or --relay HOST:PORT)".into()));
         }
+        let gw = file.gateway.unwrap_or_default();
+        let exclude = gw.exclude.unwrap_or_default();
+        for cidr in &exclude {
+            match crate::policy::Pattern::parse(cidr) {
+                Ok(p) if p.is_address() => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "gateway.exclude: `{cidr}` is not a CIDR or an IP address"
+                    )))
+                }
+            }
+        }
+        let gateway = Gateway {
+            lan: gw.lan,
+            port: gw.port.unwrap_or(crate::gateway::DEFAULT_PORT),
+            exclude,
+            watchdog: gw.watchdog.unwrap_or(true),
+        };
         let lend_file = file.lend.unwrap_or_default();
         let lend = Lend {
             enabled: lend_file.enabled.unwrap_or(true) && secret.is_some(),
@@ -617,6 +660,7 @@ impl Config {
             relays,
             bond,
             redundant,
+            gateway,
         };
         if cfg.max_connections == 0 {
             return Err(invalid("max_connections must be at least 1".into()));

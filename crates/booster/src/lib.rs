@@ -24,6 +24,7 @@ pub mod dial;
 pub mod discovery;
 pub mod dns;
 pub mod fetch;
+pub mod gateway;
 pub mod http_proxy;
 pub mod lend;
 pub mod mdns;

@@ -35,6 +35,8 @@ enum Command {
     Get(Box<cmd::get::GetArgs>),
     /// Run the thesis's speedtest jobs (JSON) through a node and plot per-source throughput.
     Speedtest(cmd::speedtest::SpeedtestArgs),
+    /// Transparent mode on a Linux router: boost every LAN device with no setting on it.
+    Gateway(Box<cmd::gateway::GatewayArgs>),
     /// Run the far end of bonds on a server: reassemble bonded streams and connect them.
     Relay(cmd::relay::RelayArgs),
     /// Run the whole system on emulated uplinks (no root, no setup) and compare it with each link.
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
             }
             Command::Speedtest(a) => cmd::speedtest::run(a).await,
             Command::Relay(a) => cmd::relay::run(a).await,
+            Command::Gateway(a) => cmd::gateway::run(*a).await,
             Command::Connect(a) => cmd::peers::connect(a).await,
             Command::Disconnect(a) => cmd::peers::disconnect(a).await,
         }

@@ -51,10 +51,28 @@ pub struct Running {
     pub api_addr: Option<SocketAddr>,
     /// The peer port, when open.
     pub peer_addr: Option<SocketAddr>,
-    stop: CancellationToken,
-    kill: CancellationToken,
-    conns: TaskTracker,
-    services: TaskTracker,
+    pub(crate) stop: CancellationToken,
+    pub(crate) kill: CancellationToken,
+    pub(crate) conns: TaskTracker,
+    pub(crate) services: TaskTracker,
+}
+
+impl Running {
+    /// Serves redirected connections on `listener` (`booster gateway`), with the proxy's
+    /// context: same limits, drain and kill as proxied connections.
+    pub fn serve_gateway(&self, listener: tokio::net::TcpListener) {
+        let ctx = Ctx {
+            node: self.node.clone(),
+            scorer: Arc::new(ExpectedCompletion::default()) as Arc<dyn Scorer>,
+            kill: self.kill.clone(),
+        };
+        self.services.spawn(crate::gateway::serve(
+            listener,
+            ctx,
+            self.stop.clone(),
+            self.conns.clone(),
+        ));
+    }
 }
 
 pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError> {

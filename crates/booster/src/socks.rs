@@ -107,7 +107,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                 _ = ctx.kill.cancelled() => return Ok(()),
                 r = balancer::connect(node, &target, ctx.scorer.as_ref()) => r,
             };
-            let mut upstream = match connected {
+            let upstream = match connected {
                 Ok(u) => u,
                 Err(e) => {
                     reply(&mut stream, e.socks_reply(), &unspecified).await?;
@@ -116,39 +116,53 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                 }
             };
             reply(&mut stream, Reply::Succeeded, &Address::Ip(upstream.local_addr)).await?;
-            let source = upstream.source().name.clone();
-            let started = std::time::Instant::now();
             // Bytes the client sent right after its request (optimistic data) go first.
-            let mut early = std::mem::take(&mut buf);
-            if target.port == HTTP_PORT && node.config.split.enabled {
-                let sniffed = tokio::select! {
-                    _ = ctx.kill.cancelled() => return Ok(()),
-                    r = sniff_get(&mut stream, &mut upstream, &mut early, node.config.handshake_timeout) => r?,
-                };
-                if let Some((head, used)) = sniffed {
-                    let rest = early.split_off(used);
-                    let serve = http_proxy::serve_tunnel(stream, peer, ctx, target, upstream, head, early, rest);
-                    return tokio::select! {
-                        _ = ctx.kill.cancelled() => Ok(()),
-                        r = serve => r,
-                    };
-                }
-            }
-            let moved = tokio::select! {
-                _ = ctx.kill.cancelled() => return Ok(()),
-                r = crate::pipe::relay(&mut stream, &mut upstream, early, node.config.idle_timeout) => r,
-            };
-            match moved {
-                Ok(m) => {
-                    tracing::debug!(client = %peer, %target, %source, up = m.up, down = m.down, secs = started.elapsed().as_secs_f64(), "SOCKS5 connection closed")
-                }
-                Err(e) => {
-                    tracing::debug!(client = %peer, %target, %source, error = %e, "SOCKS5 connection ended with an error")
-                }
-            }
-            Ok(())
+            carry(stream, peer, ctx, target, upstream, std::mem::take(&mut buf)).await
         }
     }
+}
+
+/// Moves a connected stream's bytes both ways until it ends. `early` is what the client sent
+/// already. A tunnel to port 80 whose first request is a plain `GET` goes to the HTTP proxy's
+/// code instead, so large downloads can be split. Used by SOCKS5 CONNECT and the gateway.
+pub async fn carry(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &Ctx,
+    target: Target,
+    mut upstream: Metered,
+    mut early: Vec<u8>,
+) -> Result<(), SessionError> {
+    let node = &ctx.node;
+    let source = upstream.source().name.clone();
+    let started = std::time::Instant::now();
+    if target.port == HTTP_PORT && node.config.split.enabled {
+        let sniffed = tokio::select! {
+            _ = ctx.kill.cancelled() => return Ok(()),
+            r = sniff_get(&mut stream, &mut upstream, &mut early, node.config.handshake_timeout) => r?,
+        };
+        if let Some((head, used)) = sniffed {
+            let rest = early.split_off(used);
+            let serve = http_proxy::serve_tunnel(stream, peer, ctx, target, upstream, head, early, rest);
+            return tokio::select! {
+                _ = ctx.kill.cancelled() => Ok(()),
+                r = serve => r,
+            };
+        }
+    }
+    let moved = tokio::select! {
+        _ = ctx.kill.cancelled() => return Ok(()),
+        r = crate::pipe::relay(&mut stream, &mut upstream, early, node.config.idle_timeout) => r,
+    };
+    match moved {
+        Ok(m) => {
+            tracing::debug!(client = %peer, %target, %source, up = m.up, down = m.down, secs = started.elapsed().as_secs_f64(), "SOCKS5 connection closed")
+        }
+        Err(e) => {
+            tracing::debug!(client = %peer, %target, %source, error = %e, "SOCKS5 connection ended with an error")
+        }
+    }
+    Ok(())
 }
 
 pub async fn reply(stream: &mut TcpStream, code: Reply, bound: &Address) -> std::io::Result<()> {

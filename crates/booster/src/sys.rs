@@ -266,3 +266,41 @@ mod tests {
         assert!(bind_device(&s, "bt-nonexistent0").is_err());
     }
 }
+
+/// The destination a connection had before a netfilter `redirect` sent it to us
+/// (`SO_ORIGINAL_DST`, and `IP6T_SO_ORIGINAL_DST` for IPv6: both are option 80).
+pub fn original_dst(fd: &impl AsRawFd, v6: bool) -> io::Result<std::net::SocketAddr> {
+    const SO_ORIGINAL_DST: libc::c_int = 80;
+    // SAFETY: sockaddr_storage is plain old data, large enough for either family; the kernel
+    // writes at most `len` bytes and tells how many.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let level = if v6 { libc::SOL_IPV6 } else { libc::SOL_IP };
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            SO_ORIGINAL_DST,
+            &mut storage as *mut libc::sockaddr_storage as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*(&storage as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Ok(std::net::SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(&storage as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Ok(std::net::SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
+        }
+        other => Err(io::Error::other(format!("original destination of family {other}"))),
+    }
+}

@@ -1,6 +1,7 @@
 //! One file per CLI subcommand.
 
 pub mod demo;
+pub mod gateway;
 pub mod get;
 pub mod peers;
 pub mod relay;

@@ -57,12 +57,40 @@ pub struct StartArgs {
 }
 
 pub async fn run(args: StartArgs) -> ExitCode {
+    let config = match config(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let running = match run::start(config, Extras::default()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("booster: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!(
+        "booster: proxy on {} (SOCKS5 and HTTP), API on {}",
+        running.proxy_addr,
+        running.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+    );
+    wait_for_signal().await;
+    eprintln!("booster: shutting down, draining open connections");
+    let cut = running.shutdown().await;
+    if cut > 0 {
+        eprintln!("booster: closed {cut} connection(s) still open after the drain timeout");
+    }
+    ExitCode::SUCCESS
+}
+
+/// The node's config from the file and the flags, with `max_connections` fitted to the
+/// open-file limit. Errors are printed; the exit code is returned.
+pub fn config(args: StartArgs) -> Result<Config, ExitCode> {
     let file = match &args.config {
         Some(path) => match FileConfig::load(path) {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("booster: {e}");
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         },
         None => FileConfig::default(),
@@ -87,7 +115,7 @@ pub async fn run(args: StartArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("booster: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
     let mut config = config;
@@ -114,25 +142,7 @@ pub async fn run(args: StartArgs) -> ExitCode {
         }
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let running = match run::start(config, Extras::default()).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("booster: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    eprintln!(
-        "booster: proxy on {} (SOCKS5 and HTTP), API on {}",
-        running.proxy_addr,
-        running.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
-    );
-    wait_for_signal().await;
-    eprintln!("booster: shutting down, draining open connections");
-    let cut = running.shutdown().await;
-    if cut > 0 {
-        eprintln!("booster: closed {cut} connection(s) still open after the drain timeout");
-    }
-    ExitCode::SUCCESS
+    Ok(config)
 }
 
 pub async fn wait_for_signal() {
