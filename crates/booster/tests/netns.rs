@@ -30,6 +30,7 @@ fn world() -> World {
         &profile("home").unwrap(),
         LabOptions {
             extra_unnamed_iface: true,
+            ..Default::default()
         },
     )
     .expect("lab builds");

@@ -19,6 +19,12 @@
 //! - [`LabOptions::extra_unnamed_iface`] adds `spare0` (10.250.0.2/24) in `home`, a direct,
 //!   unshaped path to the internet namespace with a default route of metric 1000: an interface
 //!   booster must never use unless told to.
+//! - [`LabOptions::client_behind`] adds namespace `client` behind a node, which becomes its
+//!   home router: a veth LAN `lan-cl` (router 10.201.0.1/24) ↔ `eth0` (client 10.201.0.2/24),
+//!   the client's default route via the router, and in the router IP forwarding plus a plain
+//!   masquerade of the client LAN out of any other interface. Without booster the client's
+//!   traffic leaves by the router's own default route (its first uplink, metric 10), as
+//!   behind any home router; `booster gateway --lan lan-cl` in the router steers it instead.
 //!
 //! Rates are TCP goodput: tbf counts Ethernet frames (1514 bytes for a full segment carrying
 //! 1448 bytes of payload with timestamps), so the tbf rate is the profile rate × 1514/1448.
@@ -42,6 +48,19 @@ pub const SPARE_IFACE: &str = "spare0";
 /// Name of each node's LAN interface in the `peers` profile.
 pub const LAN_IFACE: &str = "lan0";
 
+/// The router's side of the client LAN ([`LabOptions::client_behind`]), in the router's
+/// namespace: what `booster gateway --lan` is given.
+pub const CLIENT_LAN_IFACE: &str = "lan-cl";
+/// The client's only interface, in the client namespace.
+pub const CLIENT_IFACE: &str = "eth0";
+/// The router's address on the client LAN.
+pub const CLIENT_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+/// The client's address.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
+/// The nftables table (in the router namespace) that masquerades the client LAN. Separate
+/// from anything booster installs.
+const CLIENT_NAT_TABLE: &str = "bt_lab_nat";
+
 /// Name of the delay line's TUN device inside each router namespace.
 const TUN_IFACE: &str = "dl0";
 
@@ -57,6 +76,24 @@ const PAYLOAD_BYTES: u64 = 1448;
 pub struct LabOptions {
     /// Adds `spare0` in `home`: a working route out that booster must never pick by itself.
     pub extra_unnamed_iface: bool,
+    /// Adds a `client` namespace on a LAN behind this node (e.g. `Some("home")`), which routes
+    /// and masquerades the client's traffic like a home router. Needs `nft` (nftables).
+    pub client_behind: Option<&'static str>,
+}
+
+/// The client behind a router node ([`LabOptions::client_behind`]).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client's namespace, `bt-<id>-client`.
+    pub ns: String,
+    /// The node that is its router, and that node's namespace.
+    pub router: String,
+    pub router_ns: String,
+    /// The router's LAN interface ([`CLIENT_LAN_IFACE`]) and address.
+    pub router_iface: String,
+    pub router_ip: Ipv4Addr,
+    /// The client's address ([`CLIENT_IP`]) on [`CLIENT_IFACE`].
+    pub ip: Ipv4Addr,
 }
 
 /// One uplink of one node, as built.
@@ -100,6 +137,7 @@ pub struct Lab {
     uplinks: Vec<Uplink>,
     links: Vec<Link>,
     spare: Option<Uplink>,
+    client: Option<Client>,
     /// Dropped last: deleting a namespace under a running delay line is harmless but noisy.
     namespaces: Vec<Netns>,
 }
@@ -196,6 +234,7 @@ impl Lab {
             uplinks: Vec::new(),
             links: Vec::new(),
             spare: None,
+            client: None,
             namespaces: Vec::new(),
         };
         lab.build_internet()?;
@@ -218,6 +257,10 @@ impl Lab {
         }
         if options.extra_unnamed_iface {
             lab.build_spare().context("building spare0")?;
+        }
+        if let Some(router) = options.client_behind {
+            lab.build_client(router)
+                .with_context(|| format!("building the client behind {router}"))?;
         }
         Ok(lab)
     }
@@ -388,6 +431,58 @@ impl Lab {
         Ok(())
     }
 
+    fn build_client(&mut self, router: &str) -> Result<()> {
+        let router_ns = self
+            .nodes
+            .iter()
+            .find(|(n, _)| n == router)
+            .map(|(_, ns)| ns.clone())
+            .ok_or_else(|| anyhow!("lab has no node {router:?}"))?;
+        let have_nft = std::process::Command::new("nft")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !have_nft {
+            bail!("the client LAN masquerades with nftables: install it (apt-get install nftables)");
+        }
+        let ns = netns::ns_name(&self.id, "client");
+        self.new_ns(&ns)?;
+        let (lan, r_ip, c_ip) = (CLIENT_LAN_IFACE, CLIENT_ROUTER_IP, CLIENT_IP);
+        let c_net = Ipv4Addr::from(u32::from(c_ip) & 0xffff_ff00);
+        ip(
+            &router_ns,
+            &format!("link add name {lan} type veth peer name {CLIENT_IFACE} netns {ns}"),
+        )?;
+        ip(&router_ns, &format!("addr add {r_ip}/24 dev {lan}"))?;
+        ip(&router_ns, &format!("link set dev {lan} up"))?;
+        ip(&ns, &format!("addr add {c_ip}/24 dev {CLIENT_IFACE}"))?;
+        ip(&ns, &format!("link set dev {CLIENT_IFACE} up"))?;
+        ip(&ns, &format!("route add default via {r_ip} dev {CLIENT_IFACE}"))?;
+        netns::sysctls(
+            &router_ns,
+            &[("net/ipv4/ip_forward", "1"), ("net/ipv4/conf/all/send_redirects", "0")],
+        )?;
+        // A plain home-router NAT: whatever the client sends out of any other interface
+        // leaves with that interface's address, so replies find their way back.
+        let nat = format!(
+            "add table ip {CLIENT_NAT_TABLE}; \
+             add chain ip {CLIENT_NAT_TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}; \
+             add rule ip {CLIENT_NAT_TABLE} postrouting ip saddr {c_net}/24 oifname != \"{lan}\" masquerade"
+        );
+        netns::run(netns::exec(&router_ns, "nft").arg(nat)).context("installing the client LAN's masquerade")?;
+        self.client = Some(Client {
+            ns,
+            router: router.to_owned(),
+            router_ns,
+            router_iface: lan.to_owned(),
+            router_ip: r_ip,
+            ip: c_ip,
+        });
+        Ok(())
+    }
+
     /// The lab's unique id (the `<id>` in `bt-<id>-<role>`).
     pub fn id(&self) -> &str {
         &self.id
@@ -442,6 +537,11 @@ impl Lab {
     /// `spare0` in `home`, when built with [`LabOptions::extra_unnamed_iface`].
     pub fn spare(&self) -> Option<&Uplink> {
         self.spare.as_ref()
+    }
+
+    /// The client behind a router node, when built with [`LabOptions::client_behind`].
+    pub fn client(&self) -> Option<&Client> {
+        self.client.as_ref()
     }
 
     fn find(&self, node: &str, link: &str) -> Result<(&Uplink, Option<&Link>)> {

@@ -471,6 +471,7 @@ async fn cut_blackhole_restore() {
         &p,
         LabOptions {
             extra_unnamed_iface: true,
+            ..Default::default()
         },
     )
     .unwrap();
