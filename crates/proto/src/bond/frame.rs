@@ -329,7 +329,11 @@ impl Frame {
     pub fn is_path_level(&self) -> bool {
         matches!(
             self,
-            Frame::Hello { .. } | Frame::Welcome { .. } | Frame::PathAck { .. } | Frame::Ping { .. } | Frame::Pong { .. }
+            Frame::Hello { .. }
+                | Frame::Welcome { .. }
+                | Frame::PathAck { .. }
+                | Frame::Ping { .. }
+                | Frame::Pong { .. }
         )
     }
 }
@@ -414,7 +418,10 @@ mod tests {
                 code: 5,
                 reason: "refused".into(),
             },
-            Frame::Window { stream: 2, max: 1 << 40 },
+            Frame::Window {
+                stream: 2,
+                max: 1 << 40,
+            },
             Frame::Reset {
                 stream: 2,
                 code: 1,

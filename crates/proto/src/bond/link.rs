@@ -86,7 +86,11 @@ pub enum Event {
     Reset { stream: u32, code: u8, reason: String },
     /// Both directions ended and every byte was acked; the stream's state is gone.
     Closed(u32),
-    Datagram { flow: u32, target: Address, payload: Vec<u8> },
+    Datagram {
+        flow: u32,
+        target: Address,
+        payload: Vec<u8>,
+    },
     /// The path stopped delivering; its frames went back into the queue. Close its socket.
     PathDead { path: u32, stalled: Duration },
 }
@@ -210,8 +214,12 @@ impl Link {
         for sent in path.drain_unacked() {
             match sent {
                 Sent::Data { stream, offset } => {
-                    let Some(s) = self.streams.get_mut(&stream) else { continue };
-                    let Some(segment) = s.send.segments.get_mut(&offset) else { continue };
+                    let Some(s) = self.streams.get_mut(&stream) else {
+                        continue;
+                    };
+                    let Some(segment) = s.send.segments.get_mut(&offset) else {
+                        continue;
+                    };
                     segment.on_paths.retain(|&p| p != id);
                     if segment.on_paths.is_empty() {
                         again.push(Pending::Data { stream, offset });
@@ -292,7 +300,8 @@ impl Link {
     pub fn accept(&mut self, stream: u32, bound: Address) {
         if let Some(s) = self.streams.get_mut(&stream).filter(|s| !s.accepted) {
             s.accepted = true;
-            self.pending.push_back(Pending::Control(Frame::OpenOk { stream, bound }));
+            self.pending
+                .push_back(Pending::Control(Frame::OpenOk { stream, bound }));
         }
     }
 
@@ -745,7 +754,9 @@ impl Link {
             .map(|(&id, _)| id)
             .collect();
         for stream in ids {
-            let Some(s) = self.streams.get_mut(&stream) else { continue };
+            let Some(s) = self.streams.get_mut(&stream) else {
+                continue;
+            };
             let missing = s
                 .send
                 .segments

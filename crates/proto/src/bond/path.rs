@@ -255,7 +255,10 @@ mod tests {
         let mut path = Path::new(1, t0, None, Some(Duration::from_millis(50)));
         assert_eq!(path.dead_after(Duration::from_millis(300)), Duration::from_millis(300));
         path.on_sent(Sent::Unreliable, 10, t0 + Duration::from_secs(1));
-        assert_eq!(path.stalled(t0 + Duration::from_millis(1500)), Duration::from_millis(500));
+        assert_eq!(
+            path.stalled(t0 + Duration::from_millis(1500)),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]
@@ -270,7 +273,10 @@ mod tests {
         assert!((path.info().rate - 10_000_000.0).abs() < 1.0, "{}", path.info().rate);
         // Idle: half the minimum RTT plus the frame's own time.
         let eta = path.eta(10_000);
-        assert!(eta >= Duration::from_millis(5) && eta < Duration::from_millis(100), "{eta:?}");
+        assert!(
+            eta >= Duration::from_millis(5) && eta < Duration::from_millis(100),
+            "{eta:?}"
+        );
         // With a backlog, the backlog dominates.
         for _ in 0..100 {
             path.on_sent(Sent::Unreliable, 10_000, t0);
