@@ -106,6 +106,8 @@ pub enum LinkError {
     Stream(u32, RecvError),
     #[error("unexpected {0} frame")]
     Unexpected(&'static str),
+    /// No longer returned: the relay now stops waiting for a stream id that is too far behind
+    /// (see `MAX_OPEN_GAPS`) instead of refusing the path. Kept so matches still compile.
     #[error("too many streams opened out of order")]
     TooManyGaps,
 }
@@ -115,6 +117,8 @@ struct Stream {
     mode: Mode,
     /// Node: `OpenOk` arrived. Relay: [`Link::accept`] was called. A copy of `OpenOk` re-sent
     /// after its path died (the first copy arrived, its ack did not) must not report twice.
+    /// Data goes out only once this is set, so it never reaches the relay before its `Open`
+    /// (the relay would ack it and drop it).
     accepted: bool,
     send: SendHalf,
     recv: RecvHalf,
@@ -142,8 +146,9 @@ pub struct Link {
     paths: BTreeMap<u32, Path>,
     streams: BTreeMap<u32, Stream>,
     next_stream: u32,
-    /// Relay: stream ids at or below `opened_floor`, or in `opened`, were opened once and are
-    /// never opened again (a late copy of an `Open` must not dial twice).
+    /// Relay: stream ids at or below `opened_floor`, or in `opened`, were opened once (or
+    /// reset before their `Open` arrived) and are never opened again: a late copy of an `Open`
+    /// must not dial twice, nor an `Open` overtaken by its stream's `Reset` dial at all.
     opened_floor: u32,
     opened: BTreeSet<u32>,
     pending: VecDeque<Pending>,
@@ -161,6 +166,9 @@ pub struct Link {
 /// Recent `(flow, id)` pairs, to drop redundant copies: a set and its insertion order.
 type SeenDatagrams = (HashSet<(u32, u32)>, VecDeque<(u32, u32)>);
 
+/// Relay: stream ids above `opened_floor` remembered individually. Ids come in order, so a
+/// gap this far behind is a stream whose `Open` will never come (the node reset it before
+/// sending it, or the relay restarted mid-way): the relay stops waiting for it.
 const MAX_OPEN_GAPS: usize = 4096;
 const MAX_SEEN_DATAGRAMS: usize = 4096;
 
@@ -233,6 +241,11 @@ impl Link {
         for pending in again.into_iter().rev() {
             self.pending.push_front(pending);
         }
+        // A redundant datagram is done once every path has had it: one that was waiting only
+        // for this path is done now, not sent on some later path, long after, maybe twice.
+        let paths = &self.paths;
+        self.datagrams
+            .retain(|d| d.sent_on.is_empty() || paths.keys().any(|p| !d.sent_on.contains(p)));
     }
 
     pub fn has_paths(&self) -> bool {
@@ -269,11 +282,14 @@ impl Link {
             });
         }
         self.pending.clear();
+        // The new relay numbers its datagrams from 0 again: the old ids are not duplicates.
+        self.seen_datagrams = (HashSet::new(), VecDeque::new());
     }
 
     // ---- streams -----------------------------------------------------------------------
 
-    /// Node: opens a stream to `target`. Its data may be written once `OpenOk` arrives.
+    /// Node: opens a stream to `target`. Data written before `OpenOk` arrives waits in the
+    /// send buffer until then.
     pub fn open(&mut self, target: Address, mode: Mode) -> u32 {
         let stream = self.next_stream;
         self.next_stream = self.next_stream.wrapping_add(1).max(1);
@@ -531,6 +547,9 @@ impl Link {
             Frame::Reset { stream, code, reason } => {
                 if self.streams.remove(&stream).is_some() {
                     self.events.push_back(Event::Reset { stream, code, reason });
+                } else if self.role == Role::Relay {
+                    // It overtook its stream's `Open` on a faster path: that `Open` is late.
+                    self.mark_opened(stream);
                 }
             }
             Frame::Datagram {
@@ -559,18 +578,30 @@ impl Link {
         if self.role == Role::Node {
             return Err(LinkError::Unexpected("Open"));
         }
-        if stream <= self.opened_floor || !self.opened.insert(stream) {
-            return Ok(()); // a late copy
-        }
-        while self.opened.remove(&(self.opened_floor + 1)) {
-            self.opened_floor += 1;
-        }
-        if self.opened.len() > MAX_OPEN_GAPS {
-            return Err(LinkError::TooManyGaps);
+        if !self.mark_opened(stream) {
+            return Ok(()); // a late copy, or the stream was reset already
         }
         self.insert_stream(stream, mode);
         self.events.push_back(Event::Opened { stream, mode, target });
         Ok(())
+    }
+
+    /// Relay: records that `stream` was opened or ended; `false` if it already was.
+    fn mark_opened(&mut self, stream: u32) -> bool {
+        if stream <= self.opened_floor || !self.opened.insert(stream) {
+            return false;
+        }
+        while self.opened.len() > MAX_OPEN_GAPS {
+            self.opened_floor = self.opened.pop_first().unwrap_or(self.opened_floor);
+        }
+        while self
+            .opened_floor
+            .checked_add(1)
+            .is_some_and(|next| self.opened.remove(&next))
+        {
+            self.opened_floor += 1;
+        }
+        true
     }
 
     fn on_data_acked(&mut self, stream: u32, offset: u64) {
@@ -604,10 +635,16 @@ impl Link {
             self.next_nonce += 1;
             return self.emit(path, Frame::Ping { nonce }, Sent::Unreliable, now, out);
         }
-        self.transmit_pending(path, now, out)
+        let sent = self.transmit_pending(path, now, out)
             || self.transmit_datagram(path, now, out)
             || self.transmit_redundant(path, now, out)
-            || self.transmit_bandwidth(path, now, out)
+            || self.transmit_bandwidth(path, now, out);
+        if !sent {
+            if let Some(p) = self.paths.get_mut(&path) {
+                p.on_declined();
+            }
+        }
+        sent
     }
 
     /// Encodes `frame` for `path` and books it.
@@ -690,7 +727,6 @@ impl Link {
 
     fn transmit_datagram(&mut self, path: u32, now: Instant, out: &mut Vec<u8>) -> bool {
         let best = self.best_path(64);
-        let paths = self.paths.len();
         let mut chosen = None;
         for (i, d) in self.datagrams.iter_mut().enumerate() {
             let mine = match d.mode {
@@ -706,7 +742,8 @@ impl Link {
         let Some((i, frame, copy)) = chosen else {
             return false;
         };
-        let done = self.datagrams[i].mode == Mode::Bandwidth || self.datagrams[i].sent_on.len() >= paths;
+        let d = &self.datagrams[i];
+        let done = d.mode == Mode::Bandwidth || self.paths.keys().all(|p| d.sent_on.contains(p));
         if done {
             self.datagrams.remove(i);
         }
@@ -750,7 +787,7 @@ impl Link {
         let ids: Vec<u32> = self
             .streams
             .iter()
-            .filter(|(_, s)| s.mode == Mode::Redundant)
+            .filter(|(_, s)| s.mode == Mode::Redundant && s.accepted)
             .map(|(&id, _)| id)
             .collect();
         for stream in ids {
@@ -794,7 +831,7 @@ impl Link {
 
     /// The next bandwidth stream, round robin from the cursor, that has a segment to cut.
     fn next_bandwidth_stream(&self) -> Option<u32> {
-        let ready = |(_, s): &(&u32, &Stream)| s.mode == Mode::Bandwidth && s.send.has_new();
+        let ready = |(_, s): &(&u32, &Stream)| s.mode == Mode::Bandwidth && s.accepted && s.send.has_new();
         self.streams
             .range(self.cursor..)
             .find(ready)

@@ -18,6 +18,19 @@ pub const DEFAULT_RATE: f64 = 1_000_000.0;
 const MIN_SAMPLE: Duration = Duration::from_millis(40);
 /// How long the minimum RTT is remembered before it is re-learned.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// The scheduler gives a path about as many bytes as its estimated rate says it delivers in
+/// time, so a path only ever shows what its estimate says: an underestimated one (no rate
+/// hint, or a slow start) would never learn better. So a path claims more than its estimate
+/// while it learns: [`STARTUP_GAIN`] times it until the estimate stops growing by
+/// [`STARTUP_GROWTH`] for [`STARTUP_ROUNDS`] samples in a row that were not app-limited (as
+/// BBR's startup), then
+/// [`PROBE_GAIN`] times it for one sample in [`PROBE_EVERY`], to find capacity that comes
+/// later. Claiming too much costs only a queue, which the next samples measure.
+const STARTUP_GAIN: f64 = 2.0;
+const STARTUP_GROWTH: f64 = 1.25;
+const STARTUP_ROUNDS: u32 = 3;
+const PROBE_GAIN: f64 = 1.5;
+const PROBE_EVERY: u64 = 8;
 
 /// What a sent frame was, so it can be re-sent elsewhere if its path dies before the ack.
 #[derive(Debug, Clone)]
@@ -58,7 +71,19 @@ pub(crate) struct Path {
     min_rtt: Option<(Duration, Instant)>,
     /// Bytes per second, from acks.
     rate: f64,
-    sample_start: (Instant, u64),
+    /// When the current rate sample started, and the bytes acked then. `None` from the
+    /// moment an idle path sends until its first ack: a sample that began at the send would
+    /// count a round trip with no acks, and start every path too low.
+    sample_start: Option<(Instant, u64)>,
+    /// The path asked for a frame and the link had none for it (another path was better, or
+    /// there was nothing to send) since the sample started: the sample measured what the
+    /// path was given, not what it can carry.
+    app_limited: bool,
+    /// Rate samples taken; see [`PROBE_EVERY`].
+    samples: u64,
+    /// Startup: the best rate so far and the samples since it last grew by
+    /// [`STARTUP_GROWTH`]; `None` once startup is over.
+    startup: Option<(f64, u32)>,
     acked_bytes: u64,
     pub(crate) tx_bytes: u64,
     pub(crate) rx_bytes: u64,
@@ -96,7 +121,10 @@ impl Path {
             srtt: rtt_hint,
             min_rtt: rtt_hint.map(|rtt| (rtt, now)),
             rate: rate_hint.filter(|r| r.is_finite() && *r > 0.0).unwrap_or(DEFAULT_RATE),
-            sample_start: (now, 0),
+            sample_start: None,
+            app_limited: false,
+            samples: 0,
+            startup: Some((0.0, 0)),
             acked_bytes: 0,
             tx_bytes: 0,
             rx_bytes: 0,
@@ -108,7 +136,7 @@ impl Path {
     pub(crate) fn on_sent(&mut self, what: Sent, bytes: usize, now: Instant) {
         if self.in_flight.is_empty() {
             self.last_progress = now;
-            self.sample_start = (now, self.acked_bytes);
+            self.sample_start = None;
         }
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
         self.in_flight.push_back(InFlight { at: now, bytes, what });
@@ -155,24 +183,52 @@ impl Path {
         }
     }
 
+    /// The path could have taken a frame and got none.
+    pub(crate) fn on_declined(&mut self) {
+        self.app_limited = true;
+    }
+
     /// Delivery rate: bytes acked over at least [`MIN_SAMPLE`] (and one minimum RTT). A
-    /// faster sample is believed at once; a slower one only when the path had a full pipe,
-    /// so an idle path keeps what it could do rather than what it was asked to do.
+    /// faster sample is believed at once. A slower one only when the path was never left
+    /// wanting during the sample: then it could not do better. An app-limited sample says
+    /// what the path was given; believing it would feed back (the scheduler gives a path
+    /// less, its rate looks lower, it gets less still). A path that really slowed keeps its
+    /// socket full, is not left wanting, and its slower samples count.
     fn on_rate_sample(&mut self, now: Instant) {
-        let (start, start_bytes) = self.sample_start;
+        let Some((start, start_bytes)) = self.sample_start else {
+            self.start_sample(now);
+            return;
+        };
         let span = now.saturating_duration_since(start);
         if span < MIN_SAMPLE.max(self.min_rtt()) {
             return;
         }
         let sample = (self.acked_bytes - start_bytes) as f64 / span.as_secs_f64();
-        let full_pipe = self.unacked_bytes as f64 >= self.rate * self.min_rtt().as_secs_f64() * 0.5;
+        let limited = self.app_limited;
         if sample > self.rate {
             self.rate = sample;
-        } else if full_pipe {
+        } else if !limited {
             self.rate = (self.rate * 3.0 + sample) / 4.0;
         }
         self.rate = self.rate.max(1_000.0);
-        self.sample_start = (now, self.acked_bytes);
+        self.start_sample(now);
+        self.samples += 1;
+        if let Some((best, flat)) = self.startup {
+            self.startup = if self.rate >= best * STARTUP_GROWTH {
+                Some((self.rate, 0))
+            } else if limited {
+                Some((best, flat))
+            } else if flat + 1 < STARTUP_ROUNDS {
+                Some((best, flat + 1))
+            } else {
+                None
+            };
+        }
+    }
+
+    fn start_sample(&mut self, now: Instant) {
+        self.sample_start = Some((now, self.acked_bytes));
+        self.app_limited = false;
     }
 
     /// Frames that never got acked, oldest first, leaving the path empty (it is going away).
@@ -189,11 +245,22 @@ impl Path {
         self.srtt
     }
 
+    /// How many times its estimated rate the path claims now (see [`STARTUP_GAIN`]).
+    fn gain(&self) -> f64 {
+        if self.startup.is_some() {
+            STARTUP_GAIN
+        } else if self.samples % PROBE_EVERY == PROBE_EVERY - 1 {
+            PROBE_GAIN
+        } else {
+            1.0
+        }
+    }
+
     /// When a frame of `bytes` handed over now is expected at the far end, as a delay from
-    /// now: behind everything not yet acked at the measured rate, and never sooner than
-    /// half the minimum RTT.
+    /// now: behind everything not yet acked at the rate the path claims, and never sooner
+    /// than half the minimum RTT.
     pub(crate) fn eta(&self, bytes: usize) -> Duration {
-        let rate = self.rate.max(1.0);
+        let rate = self.rate.max(1.0) * self.gain();
         let queued = (self.unacked_bytes + bytes as u64) as f64 / rate;
         let idle = bytes as f64 / rate + self.min_rtt().as_secs_f64() / 2.0;
         Duration::from_secs_f64(queued.max(idle).min(3600.0))
@@ -261,26 +328,82 @@ mod tests {
         );
     }
 
+    /// Sends `frames` frames of 10 kB at `at`.
+    fn send(path: &mut Path, frames: usize, at: Instant) {
+        for _ in 0..frames {
+            path.on_sent(Sent::Unreliable, 10_000, at);
+        }
+    }
+
     #[test]
     fn rate_follows_acked_bytes_and_drives_eta() {
         let t0 = Instant::now();
-        let mut path = Path::new(1, t0, Some(100_000.0), Some(Duration::from_millis(10)));
-        // 100 frames of 10 kB acked over 100 ms: 10 MB/s.
-        for _ in 0..100 {
-            path.on_sent(Sent::Unreliable, 10_000, t0);
-        }
-        path.on_ack(100, t0 + Duration::from_millis(100)).unwrap();
+        let ms = Duration::from_millis;
+        let mut path = Path::new(1, t0, Some(100_000.0), Some(ms(10)));
+        send(&mut path, 101, t0);
+        // The first ack starts the sample (the round trip before it carried no acks); 100
+        // frames of 10 kB acked over the next 100 ms: 10 MB/s.
+        path.on_ack(1, t0 + ms(10)).unwrap();
+        path.on_ack(101, t0 + ms(110)).unwrap();
         assert!((path.info().rate - 10_000_000.0).abs() < 1.0, "{}", path.info().rate);
         // Idle: half the minimum RTT plus the frame's own time.
         let eta = path.eta(10_000);
-        assert!(
-            eta >= Duration::from_millis(5) && eta < Duration::from_millis(100),
-            "{eta:?}"
-        );
+        assert!(eta >= ms(5) && eta < ms(100), "{eta:?}");
         // With a backlog, the backlog dominates.
-        for _ in 0..100 {
-            path.on_sent(Sent::Unreliable, 10_000, t0);
+        send(&mut path, 300, t0 + ms(110));
+        assert!(path.eta(10_000) > ms(100));
+    }
+
+    /// Sends 10 frames and acks 10 (older ones) per `step` from `t`, `rounds` times; marks the
+    /// path declined (app-limited) in each round if `declined`.
+    fn run(path: &mut Path, t: &mut Instant, step: Duration, rounds: usize, declined: bool) {
+        for _ in 0..rounds {
+            send(path, 10, *t);
+            if declined {
+                path.on_declined();
+            }
+            *t += step;
+            let count = path.acked + 10;
+            path.on_ack(count, *t).unwrap();
         }
-        assert!(path.eta(10_000) > Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_slower_sample_counts_only_when_the_path_was_not_left_wanting() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut path = Path::new(1, t0, Some(2_000_000.0), Some(ms(40)));
+        // Ten frames stay in flight throughout: the path never goes idle.
+        send(&mut path, 20, t0);
+        path.on_ack(10, t0 + ms(40)).unwrap();
+        let mut t = t0 + ms(40);
+        // 100 kB per 100 ms is 1 MB/s, half the estimate. The scheduler kept the path short
+        // (it asked and got nothing): that says nothing about the path.
+        run(&mut path, &mut t, ms(100), 10, true);
+        assert_eq!(path.info().rate, 2_000_000.0);
+        // The path took all it was given and still delivered 1 MB/s: it is slower.
+        run(&mut path, &mut t, ms(100), 10, false);
+        assert!(path.info().rate < 1_200_000.0, "{}", path.info().rate);
+    }
+
+    #[test]
+    fn startup_claims_more_until_the_rate_stops_growing() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut path = Path::new(1, t0, None, Some(ms(40)));
+        // Idle: the frame's own time at twice the rate, plus half the RTT.
+        assert_eq!(path.eta(10_000), ms(5) + ms(20), "startup claims twice the rate");
+        send(&mut path, 20, t0);
+        path.on_ack(10, t0 + ms(40)).unwrap();
+        let mut t = t0 + ms(40);
+        // App-limited samples at the same rate do not end startup.
+        run(&mut path, &mut t, ms(100), 10, true);
+        assert!(path.startup.is_some());
+        // Three flat samples of a full path do.
+        run(&mut path, &mut t, ms(100), 3, false);
+        assert!(path.startup.is_none());
+        // Busy: the unacked bytes and the frame at the estimated rate, no more.
+        let claimed = (path.unacked_bytes + 10_000) as f64 / path.eta(10_000).as_secs_f64();
+        assert!((claimed - path.info().rate).abs() < 1000.0, "then it claims {claimed}");
     }
 }

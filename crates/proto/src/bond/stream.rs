@@ -76,9 +76,14 @@ impl SendHalf {
         self.fin_requested = true;
     }
 
-    /// Whether a new segment could be cut now.
+    /// Whether a new segment could be cut now. A FIN goes out with the last bytes, so while
+    /// bytes wait behind a closed window, the FIN waits too.
     pub(crate) fn has_new(&self) -> bool {
-        (!self.unsent.is_empty() && self.next < self.peer_max) || (self.fin_requested && !self.fin_segmented)
+        if self.unsent.is_empty() {
+            self.fin_requested && !self.fin_segmented
+        } else {
+            self.next < self.peer_max
+        }
     }
 
     /// Cuts the next segment, of at most `max` bytes and within the peer's window, and
@@ -289,6 +294,20 @@ mod tests {
         }
         assert!(!send.ack(4));
         assert!(send.done());
+    }
+
+    #[test]
+    fn a_fin_behind_a_closed_window_is_not_new() {
+        let mut send = SendHalf::new(10, 2);
+        send.write(b"abcd");
+        send.finish();
+        assert_eq!(send.cut(10), Some(0));
+        assert!(!send.has_new(), "two bytes and the FIN wait for the window");
+        assert_eq!(send.cut(10), None);
+        send.peer_max = 4;
+        assert!(send.has_new());
+        assert_eq!(send.cut(10), Some(2));
+        assert!(send.segments[&2].fin);
     }
 
     #[test]
