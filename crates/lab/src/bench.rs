@@ -8,9 +8,12 @@
 //! 3. **`booster get`** over every uplink, one file, SHA-256 checked, with its tail rate (the
 //!    rate of the last 10% of bytes, from interface counters sampled every 100 ms);
 //! 4. **aria2c** `--multiple-interface` over every uplink, one file (anchor), with its tail;
-//! 5. **kernel MPTCP** via `mptcpize`, one stream (anchor).
+//! 5. **kernel MPTCP** via `mptcpize`, one stream (anchor);
+//! 6. **aggligator** `agg-tunnel`, one stream (anchor, when installed: [`aggligator`]);
+//! 7. **booster's bond**: one stream through a relay ([`bond`]).
 //!
-//! Then, once: the MPTCP failover run (one uplink blackholed 10 s), and (`home` only) on
+//! Then, once: the failover runs of MPTCP and of the bond (one uplink blackholed 10 s), the
+//! bond's redundant-mode round trips against each uplink alone, and (`home` only) on
 //! loopback the proxy overhead (1 GB direct vs through a node), the added connect latency and
 //! the memory of 10,000 idle proxied connections.
 //!
@@ -27,6 +30,8 @@
 //! Results go to stdout, `docs/bench-<profile>.json`, `docs/benchmarks.md` and
 //! `docs/bench-<profile>.svg`.
 
+mod aggligator;
+mod bond;
 mod files;
 mod loopback;
 mod net;
@@ -197,6 +202,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         pinned_source: String::new(),
         pinned: Vec::new(),
         failover: Err("not run".into()),
+        bond_failover: Err("not run".into()),
+        agg_failover: Err("not run".into()),
+        bond_splits: Vec::new(),
+        redundant: Err("not run".into()),
         loopback: Err("not run".into()),
         notes: Vec::new(),
         elapsed_secs: 0.0,
@@ -305,6 +314,23 @@ fn lab_phase(
         &format!("one {} MB download over every link (`booster get`)", plan.big_mb),
     );
     let mut get_tail = Row::new("get-tail", "  its last 10% of bytes (tail rate)");
+    let mut bond_row = Row::new(
+        "bond",
+        &format!("booster's bond (`--bond all`): one {} MB TCP stream", plan.big_mb),
+    );
+    let mut bond_tail = Row::new("bond-tail", "  its last 10% of bytes (tail rate)");
+    let mut agg_row = match aggligator::version() {
+        Ok(v) => Row::new(
+            "aggligator",
+            &format!("{v} (aggligator, anchor), one {} MB stream", plan.big_mb),
+        ),
+        Err(why) => {
+            println!("skipping aggligator: {why}");
+            let mut r = Row::new("aggligator", "aggligator `agg-tunnel` (anchor), one stream");
+            r.skip = Some(why);
+            r
+        }
+    };
     match (&tools.curl, booster) {
         (_, None) => get_row.skip = Some("no booster binary".into()),
         (_, Some(bin)) => {
@@ -381,6 +407,82 @@ fn lab_phase(
                 );
                 b.proc.ensure_running()?;
                 node = Some(b);
+            }
+        }
+    }
+
+    // The bond: a relay next to the origin, a second node bonding through it, and an echo
+    // server for redundant mode's round trips.
+    let echo = net::origin_addr(&lab, bond::ECHO_PORT);
+    let mut bonder: Option<bond::BondNode> = None;
+    let mut _echo: Option<bond::Echo> = None;
+    match (&tools.curl, booster) {
+        (Some(why), _) => bond_row.skip = Some(why.clone()),
+        (None, None) => bond_row.skip = Some("no booster binary".into()),
+        (None, Some(bin)) => {
+            println!("starting booster relay (internet) and a bonding node (home) ...");
+            let started = bond::BondNode::start(bin, &lab, &home_ifaces, work).and_then(|b| {
+                let name = format!("f{FILE_MB}m-0");
+                let url = format!("{base}{}", files.path(&name));
+                let cmd = b.curl_cmd(&url, &dl, &name, 120);
+                let (rate, secs) = net::timed_download(
+                    cmd,
+                    "bonded curl (warm-up)",
+                    files,
+                    &name,
+                    &dl,
+                    Duration::from_secs(130),
+                )
+                .with_context(|| b.log_tails())?;
+                println!(
+                    "  warm-up: one {FILE_MB} MB stream in {secs:.1} s ({:.2} MB/s)",
+                    rate / 1e6
+                );
+                Ok(b)
+            });
+            match started {
+                Ok(b) => bonder = Some(b),
+                Err(e) => {
+                    procs::check_interrupt()?;
+                    println!("  the bond could not be measured: {e:#}");
+                    bond_row.skip = Some(format!("failed: {e:#}"));
+                }
+            }
+            match bond::Echo::start(&inet, echo) {
+                Ok(e) => _echo = Some(e),
+                Err(e) => res.redundant = Err(format!("echo server: {e:#}")),
+            }
+        }
+    }
+
+    // The aggligator anchor: a tunnel server next to the origin, its client in home.
+    let mut agg: Option<aggligator::Aggligator> = None;
+    if let (None, None) = (&agg_row.skip, &tools.curl) {
+        println!("starting agg-tunnel server (internet) and client (home) ...");
+        let started = aggligator::Aggligator::start(&lab, work).and_then(|a| {
+            let name = format!("f{FILE_MB}m-0");
+            let cmd = a.curl_cmd(&files.path(&name), &dl, &name, 120);
+            let (rate, secs) = net::timed_download(
+                cmd,
+                "curl through agg-tunnel (warm-up)",
+                files,
+                &name,
+                &dl,
+                Duration::from_secs(130),
+            )
+            .with_context(|| a.log_tails())?;
+            println!(
+                "  warm-up: one {FILE_MB} MB stream in {secs:.1} s ({:.2} MB/s)",
+                rate / 1e6
+            );
+            Ok(a)
+        });
+        match started {
+            Ok(a) => agg = Some(a),
+            Err(e) => {
+                procs::check_interrupt()?;
+                println!("  aggligator could not be measured: {e:#}");
+                agg_row.skip = Some(format!("failed: {e:#}"));
             }
         }
     }
@@ -516,14 +618,151 @@ fn lab_phase(
                 }
             }
         }
+
+        if let (Some(a), None) = (agg.as_mut(), &agg_row.skip) {
+            let name = format!("f{}m", plan.big_mb);
+            let cmd = a.curl_cmd(&files.path(&name), &dl, &name, 300);
+            match net::sampled_download(
+                lab.uplinks(),
+                cmd,
+                "curl through agg-tunnel",
+                files,
+                &name,
+                &dl,
+                Duration::from_secs(310),
+            ) {
+                Ok(s) => {
+                    print_sampled("aggligator", &s);
+                    agg_row.samples.push(s.rate);
+                }
+                Err(e) => {
+                    procs::check_interrupt()?;
+                    println!("  aggligator failed: {e:#}\n{}", a.log_tails());
+                    agg_row.skip = Some(format!("failed: {e:#}"));
+                }
+            }
+        }
+
+        if let (Some(b), None) = (bonder.as_mut(), &bond_row.skip) {
+            let name = format!("f{}m", plan.big_mb);
+            let url = format!("{base}{}", files.path(&name));
+            let cmd = b.curl_cmd(&url, &dl, &name, 300);
+            match net::sampled_download(
+                lab.uplinks(),
+                cmd,
+                "bonded curl",
+                files,
+                &name,
+                &dl,
+                Duration::from_secs(310),
+            ) {
+                Ok(s) => {
+                    print_sampled("bond (one stream)", &s);
+                    bond_row.samples.push(s.rate);
+                    if let Some(t) = &s.tail {
+                        bond_tail.samples.push(t.rate);
+                    }
+                    res.bond_splits.push(s.split);
+                }
+                Err(e) => {
+                    procs::check_interrupt()?;
+                    println!("  bonded stream failed: {e:#}\n{}", b.log_tails());
+                    bond_row.skip = Some(format!("failed: {e:#}"));
+                    b.node.ensure_running()?;
+                }
+            }
+        }
     }
 
-    // Failover, MPTCP only (booster's bond is issue 6).
+    res.agg_failover = match (&agg, &agg_row.skip) {
+        (Some(a), None) => {
+            let cmd = a.curl_cmd(&files.path("f50m"), &dl, "f50m", 180);
+            let r = failover(&lab, files, cmd, "aggligator", &dl, res);
+            if r.is_err() {
+                println!("{}", a.log_tails());
+            }
+            r
+        }
+        (_, Some(why)) => Err(why.clone()),
+        (None, None) => Err("no tunnel".into()),
+    };
+    drop(agg);
+
+    // False alarms: stalls declared while no link was impaired (warm-up and the runs).
+    let clean_stalls = bonder.as_ref().map(bond::BondNode::stalls);
+
+    // Failover: MPTCP, then the bond, on the same link.
     res.failover = if mptcp_server.is_some() && mptcp_row.skip.is_none() {
-        failover(&lab, files, &dl, res)
+        let url = format!("http://{}{}", net::origin_addr(&lab, 81), files.path("f50m"));
+        let cmd = net::mptcp_curl_cmd(lab.node_ns("home"), &url, &dl, "f50m", 180);
+        failover(&lab, files, cmd, "kernel MPTCP", &dl, res)
     } else {
         Err(mptcp_row.skip.clone().unwrap_or_else(|| "MPTCP not available".into()))
     };
+    res.bond_failover = match (&bonder, &bond_row.skip) {
+        (Some(b), None) => {
+            let url = format!("{base}{}", files.path("f50m"));
+            let cmd = b.curl_cmd(&url, &dl, "f50m", 180);
+            let r = failover(&lab, files, cmd, "booster bond", &dl, res);
+            if r.is_err() {
+                println!("{}", b.log_tails());
+            }
+            r
+        }
+        (_, Some(why)) => Err(why.clone()),
+        (None, None) => Err("no bonding node".into()),
+    };
+    if let (Some(b), true) = (&mut bonder, res.redundant.is_err()) {
+        if res.redundant.as_ref().err().is_some_and(|e| e == "not run") {
+            println!(
+                "redundant mode: {} round trips of {} bytes through the bond, then over each uplink ...",
+                bond::RTT_N,
+                bond::RTT_BYTES
+            );
+            res.redundant = b
+                .node
+                .ensure_running()
+                .and_then(|()| bond::redundant_latency(&lab, b, echo))
+                .map_err(|e| {
+                    println!("  redundant-mode measurement failed: {e:#}");
+                    format!("failed: {e:#}")
+                });
+            if let Ok(r) = &res.redundant {
+                use loopback::percentile as pc;
+                let best = r
+                    .direct
+                    .iter()
+                    .find(|d| d.0 == r.best)
+                    .map(|d| d.2.clone())
+                    .unwrap_or_default();
+                println!(
+                    "  through the bond p50 {:.1} ms p99 {:.1} ms; {} alone p50 {:.1} ms p99 {:.1} ms",
+                    pc(&r.bond_ms, 50.0),
+                    pc(&r.bond_ms, 99.0),
+                    r.best,
+                    pc(&best, 50.0),
+                    pc(&best, 99.0)
+                );
+            }
+        }
+    }
+    if let Some(mut b) = bonder.take() {
+        let (clean, all) = (clean_stalls.unwrap_or_default(), b.stalls());
+        res.notes.push(format!(
+            "Bond path stalls (a path whose acks stopped while others progressed: it is dropped, \
+             its frames are re-sent on the others, and it is redialled), from the node's and the \
+             relay's logs: {} at the node and {} at the relay during the {} clean bonded \
+             streams (no link impaired: each is a false alarm); {} and {} in all, failover and \
+             round trips included.",
+            clean.0,
+            clean.1,
+            bond_row.samples.len() + 1,
+            all.0,
+            all.1
+        ));
+        b.node.kill();
+        b.relay.kill();
+    }
 
     if let Some(mut b) = node.take() {
         if let Ok(s) = b.status() {
@@ -540,16 +779,21 @@ fn lab_phase(
     println!("tearing the lab down ...");
     drop(lab);
 
-    for r in [booster_row, get_row, get_tail, aria_row, aria_tail, mptcp_row] {
+    for r in [
+        booster_row,
+        get_row,
+        get_tail,
+        aria_row,
+        aria_tail,
+        mptcp_row,
+        agg_row,
+        bond_row,
+        bond_tail,
+    ] {
         if !r.samples.is_empty() || (r.skip.is_some() && !r.what.starts_with("  ")) {
             res.rows.push(r);
         }
     }
-    res.rows.push(Row::skipped(
-        "bond",
-        "one TCP stream through the bond",
-        "pending: bond (issue 6)",
-    ));
 
     // Plot the median booster round.
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -559,8 +803,16 @@ fn lab_phase(
         .unwrap_or_default())
 }
 
-fn failover(lab: &Lab, files: &FileSet, dl: &Path, res: &Results) -> Result<Failover, String> {
-    // Blackhole the fastest uplink (by this bench's median rate alone): the worst one to lose.
+/// One failover run of `cmd` (a download of `f50m` into `dl`): the fastest uplink (by this
+/// bench's median rate alone, the worst one to lose) blackholed for 10 s from t = 3 s.
+fn failover(
+    lab: &Lab,
+    files: &FileSet,
+    cmd: std::process::Command,
+    who: &str,
+    dl: &Path,
+    res: &Results,
+) -> Result<Failover, String> {
     let n = res.link_names.len();
     let med: Vec<f64> = (0..n)
         .map(|i| report::median(&res.alone.iter().map(|r| r[i]).collect::<Vec<_>>()))
@@ -571,20 +823,37 @@ fn failover(lab: &Lab, files: &FileSet, dl: &Path, res: &Results) -> Result<Fail
     let size = files.get("f50m").size as f64;
     let hole = Duration::from_secs(10);
     println!(
-        "failover: MPTCP, 50 MB, {} blackholed for 10 s from t = 3 s ...",
+        "failover: {who}, 50 MB, {} blackholed for 10 s from t = 3 s ...",
         up.iface
     );
-    let url = format!("http://{}{}", net::origin_addr(lab, 81), files.path("f50m"));
-    match net::mptcp_failover(lab, &up, &url, files, "f50m", dl, Duration::from_secs(3), hole) {
-        Ok(secs) => {
+    let r = bond::failover_run(
+        lab,
+        &up,
+        cmd,
+        &format!("{who} (failover)"),
+        files,
+        "f50m",
+        dl,
+        Duration::from_secs(3),
+        hole,
+        Duration::from_secs(190),
+    );
+    match r {
+        Ok(run) => {
             // Ideal: the sum rate except the dead link's share for 10 s.
             let ideal = (size + med[i] * hole.as_secs_f64()) / sum;
-            println!("  {secs:.1} s (ideal {ideal:.1} s), file intact");
+            println!(
+                "  {:.1} s (ideal {ideal:.1} s), longest stall {:.2} s from t = {:.1} s, file intact",
+                run.secs, run.stall, run.stall_at
+            );
             Ok(Failover {
+                who: who.to_owned(),
                 link: up.iface.clone(),
                 size_mb: size / 1e6,
-                secs,
+                secs: run.secs,
                 ideal_secs: ideal,
+                stall_secs: run.stall,
+                stall_at: run.stall_at,
             })
         }
         Err(e) => {

@@ -1,5 +1,5 @@
 //! Measurements on the namespace lab: each uplink alone (the link sum), a booster node with
-//! parallel downloads, aria2c over every interface, kernel MPTCP, and an MPTCP failover.
+//! parallel downloads, aria2c over every interface and kernel MPTCP.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -71,7 +71,7 @@ fn download_for(
 }
 
 /// A TCP connection bound to device `iface` (SO_BINDTODEVICE), in the calling thread's namespace.
-fn connect_bound(iface: &str, to: SocketAddrV4) -> Result<TcpStream> {
+pub fn connect_bound(iface: &str, to: SocketAddrV4) -> Result<TcpStream> {
     // SAFETY: plain socket syscalls on a descriptor we own; it is wrapped in a TcpStream (which
     // closes it) right after creation.
     unsafe {
@@ -676,50 +676,6 @@ pub fn spread(before: &[u64], after: &[u64]) -> (Vec<u64>, bool) {
     let total: u64 = d.iter().sum();
     let busy = d.iter().filter(|x| **x * 20 >= total.max(1)).count();
     (d, busy > 1)
-}
-
-/// The MPTCP failover run: one download, the given uplink blackholed for `hole` starting
-/// `at` into the transfer. Returns seconds taken.
-#[allow(clippy::too_many_arguments)]
-pub fn mptcp_failover(
-    lab: &Lab,
-    uplink: &Uplink,
-    url: &str,
-    files: &FileSet,
-    name: &str,
-    out: &Path,
-    at: Duration,
-    hole: Duration,
-) -> Result<f64> {
-    let target = out.join(name);
-    let _ = std::fs::remove_file(&target);
-    let mut cmd = mptcp_curl_cmd(&uplink.node_ns, url, out, name, 180);
-    let t0 = Instant::now();
-    let mut p = Proc::spawn_piped("mptcpize curl (failover)", &mut cmd)?;
-    // Restore the link whatever happens below.
-    struct Restore<'a>(&'a Lab, &'a Uplink);
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.restore(&self.1.node, &self.1.iface);
-        }
-    }
-    procs::sleep(at)?;
-    if p.try_wait()?.is_some() {
-        bail!("the transfer ended before the blackhole started");
-    }
-    let guard = Restore(lab, uplink);
-    lab.blackhole(&uplink.node, &uplink.iface)?;
-    procs::sleep(hole)?;
-    drop(guard);
-    let status = p.wait_timeout(Duration::from_secs(180))?;
-    let secs = t0.elapsed().as_secs_f64();
-    let (o, e) = p.output();
-    if !status.success() {
-        bail!("mptcpize curl failed ({status}): {} {}", o.trim(), e.trim());
-    }
-    files.verify(name, &target)?;
-    let _ = std::fs::remove_file(&target);
-    Ok(secs)
 }
 
 /// booster's default probe target, which `booster get --iface` probes each uplink against

@@ -258,7 +258,7 @@ impl Drop for Proc {
 }
 
 /// Removes ANSI escape sequences (`ESC [ … letter`).
-fn strip_ansi(s: &str) -> String {
+pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut it = s.chars().peekable();
     while let Some(c) = it.next() {

@@ -27,26 +27,46 @@ impl Row {
             skip: None,
         }
     }
-
-    pub fn skipped(tag: &'static str, what: &str, why: &str) -> Row {
-        Row {
-            tag,
-            what: what.to_owned(),
-            samples: Vec::new(),
-            skip: Some(why.to_owned()),
-        }
-    }
 }
 
 /// Per-uplink bytes of one transfer, in uplink order.
 pub type Split = Vec<u64>;
 
-/// The failover run (MPTCP anchor).
+/// One failover run: one stream, one uplink blackholed for 10 s in the middle of it.
 pub struct Failover {
+    /// Who carried the stream: "kernel MPTCP", "booster bond", …
+    pub who: String,
     pub link: String,
     pub size_mb: f64,
     pub secs: f64,
     pub ideal_secs: f64,
+    /// The longest interval in which the client received nothing, and when it began
+    /// (seconds after the start).
+    pub stall_secs: f64,
+    pub stall_at: f64,
+}
+
+impl Failover {
+    fn line(&self) -> String {
+        format!(
+            "{}: {:.1} s for {:.0} MB (ideal {:.1} s, lost {:.1} s); longest stall {:.2} s (from t = {:.1} s); intact",
+            self.who,
+            self.secs,
+            self.size_mb,
+            self.ideal_secs,
+            self.secs - self.ideal_secs,
+            self.stall_secs,
+            self.stall_at
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "who": self.who, "link": self.link, "size_mb": self.size_mb, "secs": self.secs,
+            "ideal_secs": self.ideal_secs, "longest_stall_secs": self.stall_secs,
+            "stall_at_secs": self.stall_at,
+        })
+    }
 }
 
 /// Loopback results.
@@ -92,7 +112,14 @@ pub struct Results {
     /// that uplink directly) in bytes/s.
     pub pinned_source: String,
     pub pinned: Vec<(f64, f64)>,
+    /// Failover runs, MPTCP anchor then booster's bond (and aggligator when it is there).
     pub failover: Result<Failover, String>,
+    pub bond_failover: Result<Failover, String>,
+    pub agg_failover: Result<Failover, String>,
+    /// booster's bond, one stream: bytes per uplink per run.
+    pub bond_splits: Vec<Split>,
+    /// Redundant mode's round trips against each uplink alone.
+    pub redundant: Result<super::bond::Redundant, String>,
     pub loopback: Result<Loopback, String>,
     pub notes: Vec<String>,
     pub elapsed_secs: f64,
@@ -249,16 +276,26 @@ impl Results {
         if let Some(s) = self.split_text(&self.mptcp_splits) {
             println!("MPTCP bytes per uplink: {s}");
         }
-        match &self.failover {
-            Ok(f) => println!(
-                "failover (MPTCP, {} blackholed 10 s): {:.1} s for {:.0} MB (ideal {:.1} s, lost {:.1} s), intact",
-                f.link,
-                f.secs,
-                f.size_mb,
-                f.ideal_secs,
-                f.secs - f.ideal_secs
-            ),
-            Err(e) => println!("failover: {e}"),
+        if let Some(s) = self.split_text(&self.bond_splits) {
+            println!("bond bytes per uplink: {s}");
+        }
+        for (who, f) in [
+            ("MPTCP", &self.failover),
+            ("aggligator", &self.agg_failover),
+            ("bond", &self.bond_failover),
+        ] {
+            match f {
+                Ok(f) => println!("failover ({} blackholed 10 s) {}", f.link, f.line()),
+                Err(e) => println!("failover ({who}): {}", first_line(e)),
+            }
+        }
+        match &self.redundant {
+            Ok(r) => {
+                for l in redundant_lines(r) {
+                    println!("{}", l.join("  |  ").replace("**", ""));
+                }
+            }
+            Err(e) => println!("redundant mode: {}", first_line(e)),
         }
         match &self.loopback {
             Ok(l) => {
@@ -473,6 +510,7 @@ impl Results {
                 String::new(),
             ]);
         }
+        v.extend(self.bond_headlines(sum, best));
         if !self.pinned.is_empty() {
             let ratio: Vec<f64> = self.pinned.iter().map(|(via, direct)| via / direct).collect();
             let via: Vec<f64> = self.pinned.iter().map(|p| p.0).collect();
@@ -509,6 +547,195 @@ impl Results {
             }
         }
         v
+    }
+
+    /// The bond's lines of the summary: one stream, failover, redundant mode.
+    fn bond_headlines(&self, sum: f64, best: f64) -> Vec<[String; 3]> {
+        let mut v = Vec::new();
+        let pct = |tag: &str| self.row(tag).map(|r| median(&r.samples) / sum * 100.0);
+        if let Some(r) = self.row("bond") {
+            let m = median(&r.samples);
+            let anchors: Vec<String> = [("mptcp", "kernel MPTCP"), ("aggligator", "aggligator")]
+                .iter()
+                .filter_map(|(tag, name)| pct(tag).map(|p| format!("{name} {p:.0}%")))
+                .collect();
+            let anchors = if anchors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} in the same run)", anchors.join(", "))
+            };
+            let target = if self.profile.name == "skewed" {
+                format!("never below the best single link{anchors}")
+            } else {
+                format!("≥ 95% of the link sum{anchors}")
+            };
+            v.push([
+                "one TCP stream through the bond (curl through the proxy, `--bond all`)".into(),
+                format!(
+                    "{:.2} MB/s = **{:.0}%** of the link sum, **{:.2}×** the best link",
+                    m / 1e6,
+                    m / sum * 100.0,
+                    m / best
+                ),
+                target,
+            ]);
+        }
+        if let Ok(f) = &self.bond_failover {
+            let anchors: Vec<String> = [&self.failover, &self.agg_failover]
+                .iter()
+                .filter_map(|a| a.as_ref().ok())
+                .map(|a| format!("{} {:.1} s, stall {:.1} s", a.who, a.secs, a.stall_secs))
+                .collect();
+            let anchor = if anchors.is_empty() {
+                String::new()
+            } else {
+                format!(" (in this run: {})", anchors.join("; "))
+            };
+            v.push([
+                format!("bond: `{}` blackholed 10 s in one {:.0} MB stream", f.link, f.size_mb),
+                format!(
+                    "{:.1} s vs {:.1} s ideal, longest stall **{:.2} s**, SHA-256 intact",
+                    f.secs, f.ideal_secs, f.stall_secs
+                ),
+                format!("intact, ≤ 1 s of stall{anchor}"),
+            ]);
+        }
+        if let Ok(r) = &self.redundant {
+            use super::loopback::percentile as pc;
+            if let Some((_, _, d)) = r.direct.iter().find(|(n, _, _)| *n == r.best) {
+                let (b50, b99, d50, d99) = (pc(&r.bond_ms, 50.0), pc(&r.bond_ms, 99.0), pc(d, 50.0), pc(d, 99.0));
+                let lossy = r.direct.iter().any(|(_, l, _)| *l);
+                v.push([
+                    format!("redundant mode: {}-byte round trips, p50 / p99", r.bytes),
+                    format!(
+                        "{b50:.1} / {b99:.1} ms vs `{}` alone {d50:.1} / {d99:.1} ms: **{:+.1} ms** at p50, \
+                         **{:+.1} ms** at p99",
+                        r.best,
+                        b50 - d50,
+                        b99 - d99
+                    ),
+                    if lossy {
+                        "p99 no worse than on the clean path alone".into()
+                    } else {
+                        "within 2 ms of the best path's RTT".into()
+                    },
+                ]);
+            }
+        }
+        v
+    }
+
+    /// `### Failover`: MPTCP and the bond side by side.
+    fn failover_section(&self, m: &mut String) {
+        let p = &self.profile;
+        let _ = writeln!(m, "\n### Failover on `{}`\n", p.name);
+        let _ = writeln!(
+            m,
+            "One {} MB stream; the fastest uplink is blackholed in its delay line (interface up, \
+             every packet dropped, both directions) for 10 s starting 3 s in, then restored. \
+             **Ideal** = (size + that link's rate alone × 10 s) / the link sum, i.e. the transfer \
+             at the link sum with the dead link's share missing for 10 s. **Longest stall**: the \
+             client's output file is sampled every {} ms; the longest interval between its first \
+             and last byte in which it did not grow. Every file is checked (size and SHA-256).\n",
+            self.failover
+                .as_ref()
+                .or(self.bond_failover.as_ref())
+                .map(|f| f.size_mb)
+                .unwrap_or(50.0),
+            super::bond::STALL_SAMPLE.as_millis()
+        );
+        let _ = writeln!(
+            m,
+            "| who | blackholed | total time | ideal | lost vs ideal | longest stall (starts at) |"
+        );
+        let _ = writeln!(m, "|---|---|---:|---:|---:|---:|");
+        for (who, f) in [
+            ("kernel MPTCP", &self.failover),
+            ("aggligator", &self.agg_failover),
+            ("booster bond", &self.bond_failover),
+        ] {
+            match f {
+                Ok(f) => {
+                    let _ = writeln!(
+                        m,
+                        "| {} | `{}` | **{:.1} s** | {:.1} s | {:.1} s | **{:.2} s** ({:.1} s) |",
+                        f.who,
+                        f.link,
+                        f.secs,
+                        f.ideal_secs,
+                        f.secs - f.ideal_secs,
+                        f.stall_secs,
+                        f.stall_at
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(m, "| {who} | – | not measured: {} | | | |", first_line(e));
+                }
+            }
+        }
+        if self.agg_failover.is_err() {
+            let _ = writeln!(
+                m,
+                "\nFrom `shared/anchors.md` (not re-run here): aggligator 18.2 s and MPTCP 18.4 s \
+                 on `home`, ideal about 14.4 s."
+            );
+        }
+    }
+
+    /// `### Redundant mode`: round trips through the bond against each uplink alone.
+    fn redundant_section(&self, m: &mut String) {
+        let r = match &self.redundant {
+            Ok(r) => r,
+            Err(e) => {
+                if e != "not run" {
+                    let _ = writeln!(
+                        m,
+                        "\n### Redundant mode on `{}`\n\nNot measured: {}",
+                        self.profile.name,
+                        first_line(e)
+                    );
+                }
+                return;
+            }
+        };
+        let _ = writeln!(m, "\n### Redundant mode on `{}`\n", self.profile.name);
+        let _ = writeln!(
+            m,
+            "{n} request/response round trips of {b} bytes (each waits for its echo, then 10 ms \
+             of pause; {w} unrecorded ones first) to an echo server on 10.99.0.1:{port} in the \
+             internet namespace: through the bonding node's SOCKS5 proxy, whose `--redundant \
+             :{port}` rule sends every frame of that stream on every path (the first copy to \
+             arrive wins), and then over each uplink directly (a socket bound to the interface, \
+             no booster). The best path is the lowest-RTT uplink without loss (`{best}`): its \
+             round trip is the ideal.\n",
+            n = r.n,
+            b = r.bytes,
+            w = super::bond::RTT_WARM,
+            port = super::bond::ECHO_PORT,
+            best = r.best
+        );
+        let _ = writeln!(m, "| path | p50 | p99 | max |\n|---|---:|---:|---:|");
+        for l in redundant_lines(r) {
+            let _ = writeln!(m, "| {} | {} | {} | {} |", l[0], l[1], l[2], l[3]);
+        }
+        let total: u64 = r.tx_split.iter().sum();
+        if total > 0 {
+            let parts: Vec<String> = self
+                .link_names
+                .iter()
+                .zip(&r.tx_split)
+                .map(|(n, b)| format!("{n} {:.0} KB", *b as f64 / 1e3))
+                .collect();
+            let _ = writeln!(
+                m,
+                "\nCost in traffic: while the bonded series ran ({} × {} bytes each way), the \
+                 uplinks sent {} (interface tx counters, headers and the paths' own acks and \
+                 probes included).",
+                r.n + super::bond::RTT_WARM,
+                r.bytes,
+                parts.join(", ")
+            );
+        }
     }
 
     fn split_table(&self, m: &mut String, splits: &[Split]) {
@@ -670,6 +897,39 @@ impl Results {
                  <iface> subflow` per uplink; one stream."
             );
         }
+        if self.row("aggligator").is_some() {
+            let _ = writeln!(
+                m,
+                "- **aggligator:** `agg-tunnel server --no-monitor --tcp {t} -p 10.99.0.1:80:80` in \
+                 the internet namespace and `agg-tunnel client --no-monitor -4 --tcp \
+                 10.99.0.1:{t} -p 80:{l}` in home (one TCP link per local interface, its default \
+                 link filter; IPv6 is enabled on home's `lo` only, because the client also listens \
+                 on [::1]); after one unrecorded 10 MB stream, per run one `curl \
+                 http://127.0.0.1:{l}/<file>` of the same file, timed from spawn to exit and \
+                 verified.",
+                t = super::aggligator::TUNNEL_PORT,
+                l = super::aggligator::LOCAL_PORT
+            );
+        }
+        if self.rows.iter().any(|r| r.tag == "bond") {
+            let _ = writeln!(
+                m,
+                "- **booster's bond:** `booster relay --listen 10.99.0.1:{relay} --secret-file F \
+                 --allow 10.99.0.0/16` in the internet namespace (next to the origin); in home a \
+                 second node, `booster start --iface <each uplink> --listen 127.0.0.1:{proxy} \
+                 --secret-file F --relay 10.99.0.1:{relay} --bond all --redundant :{echo} \
+                 --peer-listen off --no-mdns`, which keeps one Noise-encrypted path per uplink to \
+                 the relay (the bench waits until the node has logged a path up through every \
+                 uplink, and warms it with one unrecorded 10 MB stream). Per run, one `curl -x \
+                 socks5h://127.0.0.1:{proxy}` of the same file as aria2c and MPTCP, timed from \
+                 spawn to exit and verified; its tail rate is computed as for `booster get`. A \
+                 bonded stream is never range-split: this is one TCP connection from curl to the \
+                 origin, carried over every uplink.",
+                relay = super::bond::RELAY_PORT,
+                proxy = super::bond::PROXY_PORT,
+                echo = super::bond::ECHO_PORT,
+            );
+        }
         if !self.booster_splits.is_empty() {
             let _ = writeln!(m, "\n#### Where booster's bytes went\n");
             let _ = writeln!(
@@ -688,6 +948,7 @@ impl Results {
             ("`booster get`", &self.get_splits),
             ("aria2c", &self.aria_splits),
             ("MPTCP", &self.mptcp_splits),
+            ("booster's bond (one stream)", &self.bond_splits),
         ] {
             if splits.is_empty() {
                 continue;
@@ -705,31 +966,8 @@ impl Results {
         }
 
         if single {
-            let _ = writeln!(m, "\n### Failover on `{}`\n", p.name);
-            match &self.failover {
-                Ok(f) => {
-                    let _ = writeln!(
-                        m,
-                        "Kernel MPTCP, one {:.0} MB stream; `{}` (the fastest uplink) blackholed in \
-                         the delay line (interface up, every packet dropped) for 10 s starting 3 s \
-                         in: **{:.1} s**, file intact. The ideal with this run's link rates is \
-                         {:.1} s, so about {:.1} s were lost stalled on the dead path.\n",
-                        f.size_mb,
-                        f.link,
-                        f.secs,
-                        f.ideal_secs,
-                        f.secs - f.ideal_secs
-                    );
-                }
-                Err(e) => {
-                    let _ = writeln!(m, "Kernel MPTCP: not measured ({}).\n", first_line(e));
-                }
-            }
-            let _ = writeln!(
-                m,
-                "booster: pending: bond (issue 6). The failover run of a single stream belongs to \
-                 the bond, which is not built yet."
-            );
+            self.failover_section(&mut m);
+            self.redundant_section(&mut m);
         }
 
         if let Ok(l) = &self.loopback {
@@ -799,8 +1037,19 @@ impl Results {
             "mptcp_splits": self.mptcp_splits,
             "pinned_source": self.pinned_source,
             "pinned_via_peer_and_direct_bytes_per_sec": self.pinned,
-            "failover": self.failover.as_ref().ok().map(|f| serde_json::json!({
-                "link": f.link, "size_mb": f.size_mb, "secs": f.secs, "ideal_secs": f.ideal_secs,
+            "failover": self.failover.as_ref().ok().map(Failover::json),
+            "bond_failover": self.bond_failover.as_ref().ok().map(Failover::json),
+            "aggligator_failover": self.agg_failover.as_ref().ok().map(Failover::json),
+            "bond_splits": self.bond_splits,
+            "redundant": self.redundant.as_ref().ok().map(|r| serde_json::json!({
+                "round_trips": r.n,
+                "bytes": r.bytes,
+                "best_path": r.best,
+                "bond_ms": r.bond_ms,
+                "direct_ms": r.direct.iter().map(|(n, lossy, ms)| serde_json::json!({
+                    "uplink": n, "lossy": lossy, "ms": ms,
+                })).collect::<Vec<_>>(),
+                "bond_tx_bytes_per_uplink": r.tx_split,
             })),
             "loopback": self.loopback.as_ref().ok().map(|l| serde_json::json!({
                 "direct_bytes_per_sec": l.direct,
@@ -868,6 +1117,29 @@ impl Results {
         }
         Ok(())
     }
+}
+
+/// The redundant-mode table: (what, p50, p99, max) in ms.
+fn redundant_lines(r: &super::bond::Redundant) -> Vec<[String; 4]> {
+    use super::loopback::percentile as pc;
+    let ms = |v: &[f64], p: f64| format!("{:.1} ms", pc(v, p));
+    let mut out = vec![[
+        format!("**through the bond, redundant mode** ({} round trips)", r.bond_ms.len()),
+        format!("**{}**", ms(&r.bond_ms, 50.0)),
+        format!("**{}**", ms(&r.bond_ms, 99.0)),
+        ms(&r.bond_ms, 100.0),
+    ]];
+    for (name, lossy, v) in &r.direct {
+        let mut what = format!("`{name}` alone, directly");
+        if *lossy {
+            what.push_str(" (lossy)");
+        }
+        if *name == r.best {
+            what.push_str(" — the best path");
+        }
+        out.push([what, ms(v, 50.0), ms(v, 99.0), ms(v, 100.0)]);
+    }
+    out
 }
 
 /// `docs/benchmarks.md` from every `bench-<profile>.json` in `dir`, in profile order.
