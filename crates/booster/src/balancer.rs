@@ -130,6 +130,19 @@ pub async fn connect_pinned(
     scorer: &dyn Scorer,
     pin: Option<&str>,
 ) -> Result<Metered, DialError> {
+    let started = Instant::now();
+    let result = try_sources(node, target, scorer, pin).await;
+    node.metrics.observe_connect(started.elapsed(), result.is_ok());
+    result
+}
+
+/// Dials the ranked sources in turn (see [`connect_pinned`]).
+async fn try_sources(
+    node: &Node,
+    target: &Target,
+    scorer: &dyn Scorer,
+    pin: Option<&str>,
+) -> Result<Metered, DialError> {
     let mut ranked = rank(node, target, scorer, Instant::now())?;
     if let Some(pin) = pin {
         ranked.retain(|s| s.name == pin);

@@ -154,6 +154,8 @@ pub enum Upstream {
 pub struct Metered {
     inner: Upstream,
     guard: OpenGuard,
+    /// The client connection these bytes are for, when dialled from a proxy session.
+    conn: Option<Arc<crate::conns::Conn>>,
     pub local_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     /// Time the TCP handshake took.
@@ -163,6 +165,32 @@ pub struct Metered {
 impl Metered {
     pub fn source(&self) -> &Arc<Source> {
         self.guard.source()
+    }
+
+    /// Counts bytes received outside `poll_read` (the splice relay): against the source and
+    /// the client connection.
+    pub fn count_rx(&self, n: u64) {
+        self.guard.source().rx.fetch_add(n, Relaxed);
+        if let Some(c) = &self.conn {
+            c.down.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Counts bytes sent outside `poll_write` (the splice relay).
+    pub fn count_tx(&self, n: u64) {
+        self.guard.source().tx.fetch_add(n, Relaxed);
+        if let Some(c) = &self.conn {
+            c.up.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Ties the connection to the client connection of the running proxy session, if any.
+    fn for_current_client(mut self, target: &Target) -> Metered {
+        self.conn = crate::conns::current();
+        if let Some(c) = &self.conn {
+            c.set_route(target, &self.guard.source().name);
+        }
+        self
     }
 
     pub fn tcp(&self) -> Option<&TcpStream> {
@@ -184,7 +212,7 @@ impl AsyncRead for Metered {
         };
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.guard.source().rx.fetch_add(n as u64, Relaxed);
+            this.count_rx(n as u64);
         }
         r
     }
@@ -199,7 +227,7 @@ impl AsyncWrite for Metered {
             Upstream::Peer(s) => Pin::new(s).poll_write(cx, buf),
         };
         if let Poll::Ready(Ok(n)) = r {
-            this.guard.source().tx.fetch_add(n as u64, Relaxed);
+            this.count_tx(n as u64);
         }
         r
     }
@@ -252,10 +280,12 @@ pub async fn dial(
         return Ok(Metered {
             inner: Upstream::Peer(stream),
             guard,
+            conn: None,
             local_addr: bound,
             peer_addr,
             connect_time: started.elapsed(),
-        });
+        }
+        .for_current_client(target));
     }
     let ips = match &target.host {
         Host::Ip(ip) => vec![*ip],
@@ -291,10 +321,12 @@ pub async fn dial(
         } else {
             source.open_guard()
         },
+        conn: None,
         local_addr,
         peer_addr,
         connect_time,
-    })
+    }
+    .for_current_client(target))
 }
 
 /// RFC 8305 §4: alternate address families, IPv6 first.

@@ -105,6 +105,7 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
         node.peer_keys = Some(crate::peer::Keys { identity, psk });
     }
     let node = Arc::new(node);
+    api::policies::restore(&node);
     for s in extras.sources {
         node.add_source(s);
     }
@@ -127,7 +128,7 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
     };
     services.spawn(proxy::serve(proxy_listener, ctx, stop.clone(), conns.clone()));
     if let Some(l) = api_listener {
-        let router = api::router(node.clone());
+        let router = api::router(node.clone(), stop.clone());
         let stop = stop.clone();
         services.spawn(async move {
             let _ = axum::serve(l, router)
