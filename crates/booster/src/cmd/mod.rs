@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod get;
+pub mod monitor;
 pub mod peers;
 pub mod speedtest;
 pub mod start;
