@@ -40,6 +40,8 @@ pub struct Model {
     pub last: Option<Value>,
     /// Download rate per source, kbit/s, oldest first.
     rates: BTreeMap<String, VecDeque<u64>>,
+    /// Client connections open, oldest first.
+    clients: VecDeque<u64>,
     /// What happened to peers and LAN nodes, oldest first.
     pub log: VecDeque<String>,
 }
@@ -52,6 +54,7 @@ impl Model {
             link: Link::Connecting,
             last: None,
             rates: BTreeMap::new(),
+            clients: VecDeque::new(),
             log: VecDeque::new(),
         }
     }
@@ -67,12 +70,9 @@ impl Model {
         for s in list(&snap["sources"]) {
             let name = text(&s["name"]).to_string();
             let kbit = (s["rate_rx"].as_f64().unwrap_or(0.0) * 8.0 / 1e3).round() as u64;
-            let h = self.rates.entry(name).or_default();
-            h.push_back(kbit);
-            if h.len() > HISTORY {
-                h.pop_front();
-            }
+            push(self.rates.entry(name).or_default(), kbit);
         }
+        push(&mut self.clients, snap["node"]["clients_open"].as_u64().unwrap_or(0));
         self.last = Some(snap);
         self.link = Link::Live;
     }
@@ -80,6 +80,20 @@ impl Model {
     pub fn lost(&mut self, why: String) {
         self.link = Link::Reconnecting(why);
     }
+}
+
+fn push(history: &mut VecDeque<u64>, v: u64) {
+    history.push_back(v);
+    if history.len() > HISTORY {
+        history.pop_front();
+    }
+}
+
+/// The newest `width` samples, for a sparkline that wide.
+fn tail(history: Option<&VecDeque<u64>>, width: u16) -> Vec<u64> {
+    history
+        .map(|h| h.iter().skip(h.len().saturating_sub(width as usize)).copied().collect())
+        .unwrap_or_default()
 }
 
 fn list(v: &Value) -> &[Value] {
@@ -189,15 +203,49 @@ fn header(m: &Model) -> Line<'static> {
 fn draw_net(f: &mut Frame, m: &Model, snap: &Value, area: Rect) {
     let sources = list(&snap["sources"]);
     let rows = sources.len().max(1) as u16;
-    let [src, usage, relays] = Layout::vertical([
-        Constraint::Length(rows + 2),
+    let [src, conns, usage, relays] = Layout::vertical([
+        Constraint::Length(SOURCE_ROWS * rows + 2),
+        Constraint::Length(SOURCE_ROWS + 2),
         Constraint::Length(rows + 2),
         Constraint::Min(4),
     ])
     .areas(area);
     draw_sources(f, m, sources, src);
+    draw_connections(f, m, snap, conns);
     draw_usage(f, &snap["usage"], usage);
     draw_relays(f, &snap["relays"], relays);
+}
+
+/// Terminal rows per source in the net view (the height of its sparkline).
+const SOURCE_ROWS: u16 = 3;
+/// Columns of text before each source's sparkline.
+const INFO_COLS: u16 = 84;
+
+fn draw_connections(f: &mut Frame, m: &Model, snap: &Value, area: Rect) {
+    let c = &snap["connections"];
+    let per: Vec<String> = c["per_source"]
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
+        .unwrap_or_default();
+    let block = Block::bordered().title(format!(
+        " open connections: clients {} (total {}) · per source: {} ",
+        snap["node"]["clients_open"],
+        c["total"],
+        if per.is_empty() {
+            "-".to_string()
+        } else {
+            per.join(", ")
+        }
+    ));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let data = tail(Some(&m.clients), inner.width);
+    f.render_widget(
+        Sparkline::default()
+            .data(&data)
+            .style(Style::default().fg(Color::Magenta)),
+        inner,
+    );
 }
 
 fn draw_sources(f: &mut Frame, m: &Model, sources: &[Value], area: Rect) {
@@ -208,9 +256,9 @@ fn draw_sources(f: &mut Frame, m: &Model, sources: &[Value], area: Rect) {
         f.render_widget(Paragraph::new("no sources"), inner);
         return;
     }
-    let lines = Layout::vertical(vec![Constraint::Length(1); sources.len()]).split(inner);
+    let lines = Layout::vertical(vec![Constraint::Length(SOURCE_ROWS); sources.len()]).split(inner);
     for (s, line) in sources.iter().zip(lines.iter()) {
-        let [info, spark] = Layout::horizontal([Constraint::Length(72), Constraint::Min(10)]).areas(*line);
+        let [info, spark] = Layout::horizontal([Constraint::Length(INFO_COLS), Constraint::Min(10)]).areas(*line);
         let health = text(&s["health"]);
         let style = match health {
             "up" => Style::default().fg(Color::Green),
@@ -228,12 +276,16 @@ fn draw_sources(f: &mut Frame, m: &Model, sources: &[Value], area: Rect) {
                 ms(&s["rtt_ms"])
             )),
         ]);
-        f.render_widget(Paragraph::new(row), info);
-        let data: Vec<u64> = m
-            .rates
-            .get(text(&s["name"]))
-            .map(|h| h.iter().rev().take(spark.width as usize).rev().copied().collect())
-            .unwrap_or_default();
+        let second = Line::from(format!(
+            "{:<26} up {:>14}   total {:>9} down {:>9} up",
+            "",
+            mbit(&s["rate_tx"]),
+            size(&s["rx_bytes"]),
+            size(&s["tx_bytes"])
+        ))
+        .dim();
+        f.render_widget(Paragraph::new(vec![row, second]), info);
+        let data = tail(m.rates.get(text(&s["name"])), spark.width);
         f.render_widget(
             Sparkline::default().data(&data).style(Style::default().fg(Color::Cyan)),
             spark,
