@@ -124,7 +124,7 @@
   function legend(items) {
     return el(
       "div",
-      {},
+      { class: "legend" },
       items.map((it) =>
         el("span", { "data-source": it.name }, [
           el("span", { class: "swatch", "data-color": it.color }),
