@@ -501,3 +501,51 @@ async fn metrics_parse_with_their_types_and_byte_counters_grow_with_traffic() {
     assert!(value(&after, "booster_client_connections_total", &[]).unwrap() >= 1.0);
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_documented_path_is_served_and_every_metric_is_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "", "127.0.0.1:0").await;
+    let url = base(&node);
+    let spec = include_str!("../../../docs/openapi.yaml");
+    let api_md = include_str!("../../../docs/api.md");
+    let paths: Vec<&str> = spec
+        .lines()
+        .filter_map(|l| l.strip_prefix("  /").map(|p| p.trim_end_matches(':')))
+        .collect();
+    assert!(paths.len() >= 12, "{paths:?}");
+    for p in paths {
+        let path = format!("/{}", p.replace("{peer}", "nobody").replace("{id}", "999"));
+        assert!(
+            api_md.contains(&format!(" /{}", p.split('{').next().unwrap())),
+            "api.md lacks /{p}"
+        );
+        // Probe with a method the path takes; the stream is cut short.
+        let method = if path.ends_with("999") || path.ends_with("nobody") {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let (status, body) = http_raw(method, &format!("{url}{path}"), None, None, &["--max-time", "1"]).await;
+        let said = String::from_utf8_lossy(&body);
+        assert!(
+            !said.contains("no such endpoint"),
+            "{method} {path} is documented but not served"
+        );
+        assert!(status != 405, "{method} {path}: {said}");
+    }
+    let (text, _) = scrape(&url).await;
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, ty) = family.split_once(' ').unwrap();
+        let sample = if ty == "counter" {
+            format!("{name}_total")
+        } else {
+            name.to_string()
+        };
+        assert!(
+            api_md.contains(&format!("| `{sample}` | {ty} |")),
+            "metric {sample} ({ty}) is not documented in docs/api.md"
+        );
+    }
+    node.shutdown().await;
+}
