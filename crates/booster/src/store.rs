@@ -29,6 +29,9 @@ pub enum StoreError {
     Encode(String),
 }
 
+/// A policy row: its id, and the rule or why it no longer parses.
+pub type StoredPolicy = (i64, Result<PolicySpec, String>);
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -133,7 +136,7 @@ impl Store {
 
     /// Policies added through the API, by id, oldest first. A row that no longer parses (written
     /// by another version) comes back as its error, so the caller can say which one it skips.
-    pub fn policies(&self) -> Result<Vec<(i64, Result<PolicySpec, String>)>, StoreError> {
+    pub fn policies(&self) -> Result<Vec<StoredPolicy>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id, spec FROM policy ORDER BY id")?;
         let rows = stmt

@@ -549,3 +549,104 @@ async fn every_documented_path_is_served_and_every_metric_is_documented() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_debug_line_per_connection_failures_at_info_and_never_the_token() {
+    use std::io::{BufRead, BufReader, Read};
+    let origin = common::origin();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("booster.toml");
+    std::fs::write(&config, "api_token = \"never-log-this-token\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_booster"))
+        .args([
+            "-v",
+            "start",
+            "--iface",
+            "lo",
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .args(["--probe-target", "none", "--no-mdns", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let (proxy, api) = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the node exited:\n{seen}");
+        seen.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("booster: proxy on ") {
+            let proxy = rest.split_whitespace().next().unwrap().to_string();
+            break (proxy, rest.rsplit("API on ").next().unwrap().trim().to_string());
+        }
+    };
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let ok = common::curl(vec![
+        "-o".into(),
+        "/dev/null".into(),
+        "-x".into(),
+        format!("socks5h://{proxy}"),
+        common::file_url(&origin, 1000),
+    ])
+    .await;
+    assert_eq!(ok.0, 0, "{}", ok.2);
+    let refused = common::curl(vec![
+        "-x".into(),
+        format!("socks5h://{proxy}"),
+        format!("http://{closed}/"),
+    ])
+    .await;
+    assert_ne!(refused.0, 0, "a closed port must fail");
+    let (status, _) = http_raw(
+        "GET",
+        &format!("http://{api}/api/events?token=never-log-this-token"),
+        None,
+        None,
+        &["-N", "--max-time", "1"],
+    )
+    .await;
+    assert_eq!(status, 200);
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    seen.push_str(&rest.join().unwrap());
+    let lines = |what: &str| seen.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        lines("connection closed"),
+        2,
+        "one debug line per client connection:\n{seen}"
+    );
+    assert!(
+        seen.lines().any(|l| l.contains("DEBUG")
+            && l.contains("connection closed")
+            && l.contains(&origin.local_addr().to_string())),
+        "{seen}"
+    );
+    assert_eq!(lines("CONNECT failed"), 1, "the failure at info:\n{seen}");
+    assert!(
+        seen.lines()
+            .any(|l| l.contains("INFO") && l.contains("CONNECT failed") && l.contains("refused")),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains("never-log-this-token"),
+        "the token reached the log:\n{seen}"
+    );
+}
