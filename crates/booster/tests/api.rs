@@ -650,3 +650,40 @@ async fn one_debug_line_per_connection_failures_at_info_and_never_the_token() {
         "the token reached the log:\n{seen}"
     );
 }
+
+#[tokio::test]
+async fn monitor_json_follows_the_target_and_token_it_is_given() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "api_token = \"monitor-token\"\n", "127.0.0.1:0").await;
+    let target = node.api_addr.unwrap().to_string();
+    let first_line = move |token: &str, view: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_booster"))
+            .args(["monitor", view, "--json", "--target", &target, "--token", token])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    };
+    let (good, bad, peers) = tokio::task::spawn_blocking(move || {
+        (
+            first_line("monitor-token", "net"),
+            first_line("wrong", "net"),
+            first_line("monitor-token", "node"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(good["type"], "snapshot", "{good}");
+    assert_eq!(good["sources"][0]["name"], "lo", "{good}");
+    assert_eq!(bad["type"], "reconnecting", "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("401"), "{bad}");
+    assert_eq!(peers["type"], "peers", "{peers}");
+    node.shutdown().await;
+}
