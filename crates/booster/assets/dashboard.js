@@ -157,6 +157,11 @@
     while (history.length > HISTORY) history.shift();
   }
 
+  // The charts' time window: the samples there are, at least 30 s, at most HISTORY.
+  function windowLen() {
+    return Math.min(HISTORY, Math.max(30, history.length));
+  }
+
   function seriesOf(names, pick) {
     return names.map((name) => ({
       name,
@@ -171,7 +176,7 @@
     const series = seriesOf(names, (s) => (s.rx * 8) / 1e6);
     const last = history[history.length - 1] || { sources: {} };
     return {
-      chart: lineChart(series, HISTORY, "Mbit/s"),
+      chart: lineChart(series, windowLen(), "Mbit/s"),
       legend: legend(names.map((n) => ({ name: n, color: colorOf(n), value: mbit(last.sources[n] && last.sources[n].rx) + " Mbit/s" }))),
     };
   }
@@ -182,7 +187,7 @@
     const last = history[history.length - 1] || { sources: {}, clients: 0 };
     const items = names.map((n) => ({ name: n, color: colorOf(n), value: String(last.sources[n] ? last.sources[n].open : 0) }));
     items.push({ name: "clients", color: "#4a5568", value: String(last.clients) });
-    return { chart: lineChart(series, HISTORY, "connections"), legend: legend(items) };
+    return { chart: lineChart(series, windowLen(), "connections"), legend: legend(items) };
   }
 
   function renderSources(sources) {
@@ -222,7 +227,7 @@
       out.append(
         el("div", { class: "usage-row", "data-source": r.name }, [
           el("div", { class: "label" }, [el("span", {}, r.name), el("span", {}, text + (r.over_cap ? " (over cap: backup only)" : ""))]),
-          usageBar(r.month_bytes, r.cap_bytes),
+          r.cap_bytes ? usageBar(r.month_bytes, r.cap_bytes) : "",
         ])
       );
     }
