@@ -269,7 +269,7 @@ async fn the_dashboard_asks_for_the_token_of_a_node_that_has_one() {
 }
 
 #[test]
-fn the_dashboard_renders_bond_paths_from_a_sample() {
+fn the_dashboard_renders_bond_paths_and_caps_from_samples() {
     let Some(chrome) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
     let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/dashboard.js");
@@ -281,6 +281,8 @@ fn the_dashboard_renders_bond_paths_from_a_sample() {
          <script src=\"file://{}\"></script><script>\
          document.getElementById('some').append(BoosterDashboard.renderRelays({sample}));\
          document.getElementById('none').append(BoosterDashboard.renderRelays([]));\
+         document.getElementById('none').append(BoosterDashboard.renderUsage({{sources: [\
+           {{name: 'usb0', month_bytes: 500000000, cap_bytes: 1000000000, over_cap: false}}]}}));\
          </script></body>",
         js.display()
     );
@@ -297,6 +299,8 @@ fn the_dashboard_renders_bond_paths_from_a_sample() {
         "12.3 kB",
         "data-relays=\"1\"",
         "no relays",
+        "500.0 MB of 1.00 GB",
+        "width=\"50.00\"",
     ] {
         assert!(dom.contains(text), "{text:?} missing:\n{dom}");
     }
