@@ -130,15 +130,39 @@ pub async fn connect_pinned(
     scorer: &dyn Scorer,
     pin: Option<&str>,
 ) -> Result<Metered, DialError> {
-    // Bond rules come first; a pinned source means "this source only", never the bond.
-    if let (Some(bonds), None) = (&node.bonds, pin) {
-        if let Some(mode) = bonds.mode_for(target) {
+    let started = Instant::now();
+    let result = match bond_mode(node, target, pin) {
+        Some((bonds, mode)) => {
             if node.policies().refused(target.domain(), target.ip()) {
-                return Err(DialError::Policy);
+                Err(DialError::Policy)
+            } else {
+                crate::bond::connect(node, bonds, target, mode).await
             }
-            return crate::bond::connect(node, bonds, target, mode).await;
         }
-    }
+        None => try_sources(node, target, scorer, pin).await,
+    };
+    node.metrics.observe_connect(started.elapsed(), result.is_ok());
+    result
+}
+
+/// The bond and mode for `target` when a bond rule selects it. A pinned source means "this
+/// source only", never the bond.
+fn bond_mode<'a>(
+    node: &'a Node,
+    target: &Target,
+    pin: Option<&str>,
+) -> Option<(&'a crate::bond::Bonds, proto::bond::Mode)> {
+    let bonds = node.bonds.as_ref().filter(|_| pin.is_none())?;
+    bonds.mode_for(target).map(|mode| (bonds, mode))
+}
+
+/// Dials the ranked sources in turn (see [`connect_pinned`]).
+async fn try_sources(
+    node: &Node,
+    target: &Target,
+    scorer: &dyn Scorer,
+    pin: Option<&str>,
+) -> Result<Metered, DialError> {
     let mut ranked = rank(node, target, scorer, Instant::now())?;
     if let Some(pin) = pin {
         ranked.retain(|s| s.name == pin);

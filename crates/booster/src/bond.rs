@@ -369,9 +369,9 @@ pub async fn connect(node: &Node, bonds: &Bonds, target: &Target, mode: Mode) ->
     Ok(Metered::new(
         Upstream::Bond(stream),
         relay.source.open_guard(),
-        local_addr,
-        peer_addr,
+        (local_addr, peer_addr),
         started.elapsed(),
+        target,
     ))
 }
 

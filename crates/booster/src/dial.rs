@@ -168,6 +168,8 @@ pub enum Upstream {
 pub struct Metered {
     inner: Upstream,
     guard: OpenGuard,
+    /// The client connection these bytes are for, when dialled from a proxy session.
+    conn: Option<Arc<crate::conns::Conn>>,
     pub local_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     /// Time the TCP handshake took.
@@ -175,20 +177,23 @@ pub struct Metered {
 }
 
 impl Metered {
+    /// An upstream made outside `dial` (the bond), tied to the current client connection.
     pub fn new(
         inner: Upstream,
         guard: OpenGuard,
-        local_addr: SocketAddr,
-        peer_addr: SocketAddr,
+        (local_addr, peer_addr): (SocketAddr, SocketAddr),
         connect_time: Duration,
+        target: &Target,
     ) -> Metered {
         Metered {
             inner,
             guard,
+            conn: None,
             local_addr,
             peer_addr,
             connect_time,
         }
+        .for_current_client(target)
     }
 
     /// Whether this is a bonded stream (never split into ranges: the bond already uses every
@@ -199,6 +204,32 @@ impl Metered {
 
     pub fn source(&self) -> &Arc<Source> {
         self.guard.source()
+    }
+
+    /// Counts bytes received outside `poll_read` (the splice relay): against the source and
+    /// the client connection.
+    pub fn count_rx(&self, n: u64) {
+        self.guard.source().rx.fetch_add(n, Relaxed);
+        if let Some(c) = &self.conn {
+            c.down.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Counts bytes sent outside `poll_write` (the splice relay).
+    pub fn count_tx(&self, n: u64) {
+        self.guard.source().tx.fetch_add(n, Relaxed);
+        if let Some(c) = &self.conn {
+            c.up.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Ties the connection to the client connection of the running proxy session, if any.
+    fn for_current_client(mut self, target: &Target) -> Metered {
+        self.conn = crate::conns::current();
+        if let Some(c) = &self.conn {
+            c.set_route(target, &self.guard.source().name);
+        }
+        self
     }
 
     pub fn tcp(&self) -> Option<&TcpStream> {
@@ -221,7 +252,7 @@ impl AsyncRead for Metered {
         };
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.guard.source().rx.fetch_add(n as u64, Relaxed);
+            this.count_rx(n as u64);
         }
         r
     }
@@ -237,7 +268,7 @@ impl AsyncWrite for Metered {
             Upstream::Bond(s) => Pin::new(s).poll_write(cx, buf),
         };
         if let Poll::Ready(Ok(n)) = r {
-            this.guard.source().tx.fetch_add(n as u64, Relaxed);
+            this.count_tx(n as u64);
         }
         r
     }
@@ -292,10 +323,12 @@ pub async fn dial(
         return Ok(Metered {
             inner: Upstream::Peer(stream),
             guard,
+            conn: None,
             local_addr: bound,
             peer_addr,
             connect_time: started.elapsed(),
-        });
+        }
+        .for_current_client(target));
     }
     let ips = match &target.host {
         Host::Ip(ip) => vec![*ip],
@@ -331,10 +364,12 @@ pub async fn dial(
         } else {
             source.open_guard()
         },
+        conn: None,
         local_addr,
         peer_addr,
         connect_time,
-    })
+    }
+    .for_current_client(target))
 }
 
 /// RFC 8305 §4: alternate address families, IPv6 first.

@@ -111,10 +111,10 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                 let source = up.source().name.clone();
                 match crate::pipe::relay(&mut client, &mut up, early, node.config.idle_timeout).await {
                     Ok(m) => {
-                        tracing::debug!(client = %peer, target = %t, %source, up = m.up, down = m.down, "CONNECT tunnel closed")
+                        tracing::trace!(client = %peer, target = %t, %source, up = m.up, down = m.down, "CONNECT tunnel closed")
                     }
                     Err(e) => {
-                        tracing::debug!(client = %peer, target = %t, %source, error = %e, "CONNECT tunnel ended with an error")
+                        tracing::trace!(client = %peer, target = %t, %source, error = %e, "CONNECT tunnel ended with an error")
                     }
                 }
                 return Ok(());
@@ -219,10 +219,10 @@ pub async fn serve_tunnel(
             };
             match crate::pipe::relay(&mut client, &mut conn, early, idle).await {
                 Ok(m) => {
-                    tracing::debug!(client = %peer, %target, up = m.up, down = m.down, "SOCKS5 HTTP tunnel closed")
+                    tracing::trace!(client = %peer, %target, up = m.up, down = m.down, "SOCKS5 HTTP tunnel closed")
                 }
                 Err(e) => {
-                    tracing::debug!(client = %peer, %target, error = %e, "SOCKS5 HTTP tunnel ended with an error")
+                    tracing::trace!(client = %peer, %target, error = %e, "SOCKS5 HTTP tunnel ended with an error")
                 }
             }
             return Ok(());
@@ -417,7 +417,7 @@ async fn forward(
         return Ok(false);
     }
     let upstream_keep = resp.keep_alive() && rframing != BodyFraming::UntilClose && rbuf.is_empty();
-    tracing::debug!(client = %peer, target = %t, method = %head.method, status = resp.status, source = %up.source().name, "HTTP request done");
+    tracing::trace!(client = %peer, target = %t, method = %head.method, status = resp.status, source = %up.source().name, "HTTP request done");
     if !upstream_keep {
         *upstream = None;
     }

@@ -8,7 +8,9 @@
 //! 4. [`balancer`]: which source gets a new connection, and retry on failure.
 //! 5. [`dial`] (with [`dns`] and [`sys`]): the only place that opens outbound sockets.
 //! 6. [`pipe`]: the data path.
-//! 7. [`discovery`], [`store`], [`api`], [`run`]: uplinks at runtime, persistence, control.
+//! 7. [`discovery`], [`store`], [`run`]: uplinks at runtime, persistence, start and shutdown.
+//!    Seeing and steering: [`conns`] (open client connections), [`api`] (control API, event
+//!    stream, runtime policies), [`metrics`] (Prometheus) and [`dashboard`] (the web page).
 //! 8. [`fetch`]: one HTTP download over every source by byte ranges (`booster get`).
 //! 9. [`peer`] (borrowing a peer's uplinks), [`lend`] (lending ours), [`noise`] (the encrypted
 //!    channel under both) and [`mdns`] (finding nodes on the LAN).
@@ -20,6 +22,8 @@ pub mod bond;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod conns;
+pub mod dashboard;
 pub mod dial;
 pub mod discovery;
 pub mod dns;
@@ -28,6 +32,7 @@ pub mod gateway;
 pub mod http_proxy;
 pub mod lend;
 pub mod mdns;
+pub mod metrics;
 pub mod noise;
 pub mod peer;
 pub mod pipe;

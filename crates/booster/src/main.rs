@@ -25,8 +25,10 @@ struct Cli {
 enum Command {
     /// Run a node: a SOCKS5 and HTTP proxy over every uplink.
     Start(Box<cmd::start::StartArgs>),
-    /// Show a node's sources, peers, load and usage.
+    /// Show a node's sources, peers, load, usage and policies.
     Status(cmd::status::StatusArgs),
+    /// Watch a node live: `net` (throughput, connections, caps, bond paths) or `node` (peers).
+    Monitor(cmd::monitor::MonitorArgs),
     /// Make a peer boost a node: borrow the uplinks it lends.
     Connect(cmd::peers::ConnectArgs),
     /// Stop borrowing from a peer.
@@ -53,8 +55,13 @@ fn main() -> ExitCode {
         }
     };
     // The demo prints its own story; its node only logs problems unless asked.
-    // The demo, get and speedtest print their own story; their nodes only log problems.
-    let quiet = cli.quiet || matches!(cli.command, Command::Demo(_) | Command::Get(_) | Command::Speedtest(_));
+    // The demo, get and speedtest print their own story; their nodes only log problems. The
+    // monitor owns the terminal.
+    let quiet = cli.quiet
+        || matches!(
+            cli.command,
+            Command::Demo(_) | Command::Get(_) | Command::Speedtest(_) | Command::Monitor(_)
+        );
     let level = match (quiet, cli.verbose) {
         (_, 1) => "debug",
         (_, 2..) => "trace",
@@ -78,6 +85,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Start(a) => cmd::start::run(*a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Monitor(a) => cmd::monitor::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Get(mut a) => {
                 a.quiet |= cli.quiet;

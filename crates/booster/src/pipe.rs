@@ -163,15 +163,14 @@ pub async fn relay(
     if !early.is_empty() {
         upstream.write_all(&early).await?;
     }
-    let source = upstream.source().clone();
+    let upstream = &*upstream;
     let up_sock = upstream.tcp().expect("checked above");
-    let (up_ctr, down_ctr) = (&source.tx, &source.rx);
     let moved_up = std::sync::atomic::AtomicU64::new(early.len() as u64);
     let moved_down = std::sync::atomic::AtomicU64::new(0);
     let both = async {
         tokio::try_join!(
-            splice_half(client, up_sock, up_ctr, &moved_up),
-            splice_half(up_sock, client, down_ctr, &moved_down)
+            splice_half(client, up_sock, |n| upstream.count_tx(n), &moved_up),
+            splice_half(up_sock, client, |n| upstream.count_rx(n), &moved_down)
         )
     };
     let watchdog = async {
@@ -199,11 +198,12 @@ pub async fn relay(
 /// Most bytes moved per splice call.
 const SPLICE_CHUNK: usize = 256 * 1024;
 
-/// One direction: `src` → pipe → `dst` until `src` ends, then half-closes `dst`.
+/// One direction: `src` → pipe → `dst` until `src` ends, then half-closes `dst`. `count` is told
+/// every byte written (the source's and the client connection's accounting).
 async fn splice_half(
     src: &tokio::net::TcpStream,
     dst: &tokio::net::TcpStream,
-    counter: &std::sync::atomic::AtomicU64,
+    count: impl Fn(u64),
     moved: &std::sync::atomic::AtomicU64,
 ) -> io::Result<()> {
     use std::{os::fd::AsRawFd, sync::atomic::Ordering::Relaxed};
@@ -243,7 +243,7 @@ async fn splice_half(
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(w) => {
                     left -= w;
-                    counter.fetch_add(w as u64, Relaxed);
+                    count(w as u64);
                     moved.fetch_add(w as u64, Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

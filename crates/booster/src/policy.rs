@@ -134,15 +134,50 @@ impl PolicySpec {
             (PolicyKind::Block, None) if self.hosts.is_empty() => {
                 Err("`block` needs an `uplink`, `hosts`, or both".into())
             }
+            (PolicyKind::Sticky, Some(_)) => Err("a sticky policy applies to hosts, not to an uplink".into()),
             _ => Ok(()),
         }
+    }
+}
+
+/// Where a rule came from: the config file (read-only at runtime) or the control API (kept in
+/// the node's database, deletable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyOrigin {
+    Config,
+    Api,
+}
+
+/// A rule with its identity, as the API lists it: `id` is `config-N` for the N-th
+/// `[[policy]]` of the config file, and the database row id for rules added through the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyEntry {
+    pub id: String,
+    pub origin: PolicyOrigin,
+    #[serde(flatten)]
+    pub spec: PolicySpec,
+}
+
+impl PolicyEntry {
+    /// The entries for the config file's rules, in order.
+    pub fn from_config(specs: &[PolicySpec]) -> Vec<PolicyEntry> {
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| PolicyEntry {
+                id: format!("config-{}", i + 1),
+                origin: PolicyOrigin::Config,
+                spec: spec.clone(),
+            })
+            .collect()
     }
 }
 
 /// A compiled rule.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub spec: PolicySpec,
+    pub entry: PolicyEntry,
     patterns: Vec<Pattern>,
 }
 
@@ -162,21 +197,34 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// The config file's rules (ids `config-1`, `config-2`, ...).
     pub fn new(specs: &[PolicySpec]) -> Result<Policies, String> {
+        Self::from_entries(PolicyEntry::from_config(specs))
+    }
+
+    /// Compiles rules that already carry their ids (config and API rules together).
+    pub fn from_entries(entries: Vec<PolicyEntry>) -> Result<Policies, String> {
         let mut rules = Vec::new();
-        for spec in specs {
-            spec.validate()?;
-            let patterns = spec.hosts.iter().map(|h| Pattern::parse(h)).collect::<Result<_, _>>()?;
-            rules.push(Policy {
-                spec: spec.clone(),
-                patterns,
-            });
+        for entry in entries {
+            entry.spec.validate()?;
+            let patterns = entry
+                .spec
+                .hosts
+                .iter()
+                .map(|h| Pattern::parse(h))
+                .collect::<Result<_, _>>()?;
+            rules.push(Policy { entry, patterns });
         }
         Ok(Policies { rules })
     }
 
     pub fn specs(&self) -> Vec<PolicySpec> {
-        self.rules.iter().map(|r| r.spec.clone()).collect()
+        self.rules.iter().map(|r| r.entry.spec.clone()).collect()
+    }
+
+    /// Every rule with its id and origin, in the order they were added.
+    pub fn entries(&self) -> Vec<PolicyEntry> {
+        self.rules.iter().map(|r| r.entry.clone()).collect()
     }
 
     fn hits(patterns: &[Pattern], name: Option<&str>, ip: Option<IpAddr>) -> bool {
@@ -187,9 +235,9 @@ impl Policies {
 
     /// Is the destination refused outright (a `block` rule without an uplink)?
     pub fn refused(&self, name: Option<&str>, ip: Option<IpAddr>) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.spec.kind == PolicyKind::Block && r.spec.uplink.is_none() && Self::hits(&r.patterns, name, ip))
+        self.rules.iter().any(|r| {
+            r.entry.spec.kind == PolicyKind::Block && r.entry.spec.uplink.is_none() && Self::hits(&r.patterns, name, ip)
+        })
     }
 
     /// The verdict for `source` and a destination known by `name` and/or `ip`.
@@ -201,13 +249,13 @@ impl Policies {
         let uplink_of = |s: &str| s.rsplit('/').next().map(str::to_owned);
         let mut verdict = Verdict::Allow;
         for r in &self.rules {
-            let Some(up) = &r.spec.uplink else { continue };
+            let Some(up) = &r.entry.spec.uplink else { continue };
             if up != source && uplink_of(source).as_deref() != Some(up.as_str()) {
                 continue;
             }
             let hit = Self::hits(&r.patterns, name, ip);
             let only_addresses = r.patterns.iter().all(Pattern::is_address);
-            let v = match r.spec.kind {
+            let v = match r.entry.spec.kind {
                 PolicyKind::Block if r.patterns.is_empty() || hit => Verdict::Deny,
                 PolicyKind::Avoid if hit => Verdict::Avoid,
                 // A reserved uplink refuses everything else; with only address patterns and no
@@ -236,8 +284,8 @@ impl Policies {
     pub fn sticky(&self, name: Option<&str>, ip: Option<IpAddr>) -> Option<Option<std::time::Duration>> {
         self.rules
             .iter()
-            .find(|r| r.spec.kind == PolicyKind::Sticky && Self::hits(&r.patterns, name, ip))
-            .map(|r| r.spec.ttl.map(|d| d.0))
+            .find(|r| r.entry.spec.kind == PolicyKind::Sticky && Self::hits(&r.patterns, name, ip))
+            .map(|r| r.entry.spec.ttl.map(|d| d.0))
     }
 }
 

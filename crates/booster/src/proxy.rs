@@ -50,7 +50,9 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, stop: CancellationToken, tra
                 tracker.spawn(async move {
                     ctx.node.clients_open.fetch_add(1, Relaxed);
                     ctx.node.clients_total.fetch_add(1, Relaxed);
-                    handle(stream, peer, &ctx).await;
+                    let conn = ctx.node.conns.register(peer);
+                    conn.scope(handle(stream, peer, &ctx)).await;
+                    drop(conn);
                     ctx.node.clients_open.fetch_sub(1, Relaxed);
                     drop(permit);
                 });

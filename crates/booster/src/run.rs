@@ -124,6 +124,7 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
     }
     node.bonds = crate::bond::Bonds::new(&node.config, &node.stop);
     let node = Arc::new(node);
+    api::policies::restore(&node);
     for s in extras.sources {
         node.add_source(s);
     }
@@ -146,7 +147,7 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
     };
     services.spawn(proxy::serve(proxy_listener, ctx, stop.clone(), conns.clone()));
     if let Some(l) = api_listener {
-        let router = api::router(node.clone());
+        let router = api::router(node.clone(), stop.clone());
         let stop = stop.clone();
         services.spawn(async move {
             let _ = axum::serve(l, router)

@@ -156,10 +156,10 @@ pub async fn carry(
     };
     match moved {
         Ok(m) => {
-            tracing::debug!(client = %peer, %target, %source, up = m.up, down = m.down, secs = started.elapsed().as_secs_f64(), "SOCKS5 connection closed")
+            tracing::trace!(client = %peer, %target, %source, up = m.up, down = m.down, secs = started.elapsed().as_secs_f64(), "SOCKS5 connection closed")
         }
         Err(e) => {
-            tracing::debug!(client = %peer, %target, %source, error = %e, "SOCKS5 connection ended with an error")
+            tracing::trace!(client = %peer, %target, %source, error = %e, "SOCKS5 connection ended with an error")
         }
     }
     Ok(())

@@ -112,6 +112,8 @@ pub struct Source {
     pub month_mark: AtomicU64,
     /// The source is listed but must not get new work (interface vanished, node draining).
     pub retired: AtomicBool,
+    /// Every connect-time sample (the RTT behind `rtt_ms`), for `/metrics`.
+    pub rtt_seconds: prometheus_client::metrics::histogram::Histogram,
     dynamics: Mutex<Dynamics>,
 }
 
@@ -173,6 +175,7 @@ impl Source {
             month_base: AtomicU64::new(0),
             month_mark: AtomicU64::new(0),
             retired: AtomicBool::new(false),
+            rtt_seconds: crate::metrics::seconds_histogram(),
             dynamics: Mutex::new(Dynamics {
                 health: Health::Unknown,
                 consecutive_failures: 0,
@@ -245,6 +248,7 @@ impl Source {
         d.consecutive_failures = 0;
         d.retry_at = None;
         if let Some(rtt) = rtt {
+            self.rtt_seconds.observe(rtt.as_secs_f64());
             d.rtt = Some(match d.rtt {
                 // EWMA with weight 1/8, as TCP's SRTT.
                 Some(old) => (old * 7 + rtt) / 8,

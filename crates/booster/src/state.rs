@@ -54,6 +54,12 @@ pub struct Node {
     pub bonds: Option<crate::bond::Bonds>,
     /// Downloads being split over every source right now (see [`crate::split::MAX_SPLITS`]).
     pub splits_active: std::sync::atomic::AtomicU64,
+    /// Client connections open on the proxy port (see [`crate::conns`]).
+    pub conns: crate::conns::Conns,
+    /// Distributions for `/metrics` (everything else there is read from this state).
+    pub metrics: crate::metrics::NodeMetrics,
+    /// Serializes runtime policy edits (read, persist, swap), so two cannot lose one another.
+    policy_edit: Mutex<()>,
 }
 
 impl Node {
@@ -83,6 +89,9 @@ impl Node {
             bonds: None,
             lend_pacer: crate::lend::Pacer::new(config.lend.max_rate),
             splits_active: std::sync::atomic::AtomicU64::new(0),
+            conns: Default::default(),
+            metrics: Default::default(),
+            policy_edit: Mutex::new(()),
             config,
         })
     }
@@ -123,6 +132,23 @@ impl Node {
 
     pub fn set_policies(&self, p: Policies) {
         *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+    }
+
+    /// Edits the policies: `edit` gets the rules in force and returns the new set (or an error,
+    /// which changes nothing). Edits run one at a time; readers keep the old set until the swap.
+    pub fn update_policies<E>(&self, edit: impl FnOnce(&Policies) -> Result<Policies, E>) -> Result<(), E> {
+        let _one_at_a_time = self.policy_edit.lock().unwrap_or_else(|e| e.into_inner());
+        let new = edit(&self.policies())?;
+        self.set_policies(new);
+        Ok(())
+    }
+
+    /// The relays and their bond paths, for the API, events, monitor and dashboard. Schema:
+    /// `[{"relay", "state", "paths": [{"source", "state", "rtt_ms", "loss", "rate_bps",
+    /// "inflight", "tx_bytes", "rx_bytes"}], "streams", "redundant_bytes"}]` (docs/api.md).
+    /// The relays and their bond paths (see [`crate::bond::relays_json`]).
+    pub fn relays_json(&self) -> serde_json::Value {
+        crate::bond::relays_json(self)
     }
 
     /// The source a destination is stuck to, if its window has not expired.

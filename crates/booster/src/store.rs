@@ -1,12 +1,13 @@
 //! Persistent state in an embedded SQLite database in the node's data dir: data usage per
-//! source per calendar month (UTC), and each source's last capacity estimate (so a restarted
-//! node balances well from its first connection).
+//! source per calendar month (UTC), each source's last capacity estimate (so a restarted
+//! node balances well from its first connection), and the policies added through the control
+//! API (so they survive a restart).
 //!
 //! Counters live in memory as atomics ([`crate::source::Source`]); a flusher writes the deltas
 //! every [`FLUSH_EVERY`] in one transaction. WAL mode makes each flush durable against a crash
 //! of the process, so `kill -9` loses at most one interval of counts.
 
-use crate::source::Source;
+use crate::{policy::PolicySpec, source::Source};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::{
     collections::HashMap,
@@ -24,6 +25,18 @@ pub enum StoreError {
     Dir(String, std::io::Error),
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("cannot encode for the database: {0}")]
+    Encode(String),
+}
+
+/// A policy row: its id, and the rule or why it no longer parses.
+pub type StoredPolicy = (i64, Result<PolicySpec, String>);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub struct Store {
@@ -73,7 +86,9 @@ impl Store {
                  rx INTEGER NOT NULL DEFAULT 0, tx INTEGER NOT NULL DEFAULT 0,
                  PRIMARY KEY (source, month));
              CREATE TABLE IF NOT EXISTS capacity (
-                 source TEXT PRIMARY KEY, bytes_per_sec REAL NOT NULL, updated INTEGER NOT NULL);",
+                 source TEXT PRIMARY KEY, bytes_per_sec REAL NOT NULL, updated INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS policy (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, spec TEXT NOT NULL, created INTEGER NOT NULL);",
         )?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -111,6 +126,44 @@ impl Store {
         Ok(rows)
     }
 
+    /// The months that have usage rows, oldest first ("YYYY-MM").
+    pub fn months(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT DISTINCT month FROM usage ORDER BY month")?;
+        let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Policies added through the API, by id, oldest first. A row that no longer parses (written
+    /// by another version) comes back as its error, so the caller can say which one it skips.
+    pub fn policies(&self) -> Result<Vec<StoredPolicy>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, spec FROM policy ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, json)| (id, serde_json::from_str(&json).map_err(|e| e.to_string())))
+            .collect())
+    }
+
+    /// Stores a policy; returns its id (never reused, even after a delete).
+    pub fn add_policy(&self, spec: &PolicySpec) -> Result<i64, StoreError> {
+        let json = serde_json::to_string(spec).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO policy (spec, created) VALUES (?1, ?2)",
+            params![json, unix_now() as i64],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Deletes a stored policy; `false` if there was none with that id.
+    pub fn delete_policy(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM policy WHERE id = ?1", params![id])? > 0)
+    }
+
     /// Gives a newly added source this month's stored usage and its remembered capacity.
     pub fn load_into(&self, source: &Source) {
         let month = self.month.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -146,10 +199,7 @@ impl Store {
         let mut stored_month = self.month.lock().unwrap_or_else(|e| e.into_inner());
         let rollover = *stored_month != month;
         let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = unix_now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for s in sources {
@@ -231,5 +281,33 @@ mod tests {
         assert_eq!(s.month_bytes(), 1510);
         s.rx.store(90, Relaxed);
         assert_eq!(s.month_bytes(), 1600);
+        assert_eq!(store.months().unwrap(), [current_month()]);
+    }
+
+    #[test]
+    fn policies_survive_reopen_and_ids_are_not_reused() {
+        use crate::policy::{PolicyKind, PolicySpec};
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |host: &str| PolicySpec {
+            kind: PolicyKind::Block,
+            uplink: None,
+            hosts: vec![host.into()],
+            ttl: None,
+        };
+        let (a, b) = {
+            let store = Store::open(dir.path()).unwrap();
+            let a = store.add_policy(&spec("a.example")).unwrap();
+            let b = store.add_policy(&spec("b.example")).unwrap();
+            assert!(store.delete_policy(b).unwrap());
+            assert!(!store.delete_policy(b).unwrap(), "deleted twice");
+            (a, b)
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let got = store.policies().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, a);
+        assert_eq!(got[0].1.as_ref().unwrap(), &spec("a.example"));
+        let c = store.add_policy(&spec("c.example")).unwrap();
+        assert!(c > b, "ids are never reused: {c} after {b}");
     }
 }

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod gateway;
 pub mod get;
+pub mod monitor;
 pub mod peers;
 pub mod relay;
 pub mod speedtest;
