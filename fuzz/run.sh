@@ -11,13 +11,13 @@
 #                           over its seeds for a few seconds.
 #
 # Targets: socks5_greeting socks5_request socks5_udp http_request_head http_response_head
-# http_body_chunked peer_frame range_planner. Seeds live in corpus/<target>/ and are never written to:
+# http_body_chunked peer_frame range_planner bond_frame bond_link. Seeds live in corpus/<target>/ and are never written to:
 # libFuzzer's findings go to corpus-work/<target>/ and crashes to artifacts/<target>/.
 # FUZZ_SANITIZER=none|address (default address: httparse uses unsafe SIMD code).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS=(socks5_greeting socks5_request socks5_udp http_request_head http_response_head http_body_chunked peer_frame range_planner)
+TARGETS=(socks5_greeting socks5_request socks5_udp http_request_head http_response_head http_body_chunked peer_frame range_planner bond_frame bond_link)
 SANITIZER="${FUZZ_SANITIZER:-address}"
 
 smoke=false

@@ -5,6 +5,12 @@
 //! the input, re-encode, and decode again to the same value; a strict prefix of a canonical
 //! encoding must be "need more bytes". Body tracking must not depend on how input is split.
 //! Peer frames are whole Noise messages, so there a strict prefix must be an error instead.
+//! Bond frames likewise; and `bond_link` (in its own module) drives two bond `Link`s with an
+//! operation sequence and checks the stream end to end.
+
+mod bond_link;
+
+pub use bond_link::bond_link;
 
 use proto::http::{BodyFraming, BodyTracker, RequestHead, ResponseHead, MAX_HEAD, MAX_HEADERS};
 use proto::peer::{Frame, DATA_HEADER_LEN};
@@ -199,6 +205,44 @@ pub fn peer_frame(data: &[u8]) {
             wire.len()
         }
     };
+    for cut in 0..shortest_valid {
+        assert!(Frame::decode(&wire[..cut]).is_err(), "prefix of {cut} bytes decoded");
+    }
+}
+
+/// A bond frame is one whole Noise plaintext: what decodes must re-encode to the input bytes
+/// (except a `Data` frame's reserved flag bits, which are dropped) and decode again to the
+/// same frame; `Frame::data_header` must agree with `encode`; every strict prefix must be an
+/// error, except that a frame ending in free-length bytes (`Data`, `Datagram`) cut inside
+/// them is a shorter valid frame.
+pub fn bond_frame(data: &[u8]) {
+    use proto::bond::frame::{Frame, DATA_FIN, DATA_HEADER_LEN};
+    let Ok(frame) = Frame::decode(data) else {
+        return;
+    };
+    let _ = frame.is_path_level();
+    let mut wire = Vec::new();
+    frame.encode(&mut wire);
+    let mut expected = data.to_vec();
+    let shortest_valid = match &frame {
+        Frame::Data {
+            stream,
+            offset,
+            fin,
+            payload,
+        } => {
+            expected[DATA_HEADER_LEN - 1] &= DATA_FIN;
+            let mut fast = Vec::new();
+            Frame::data_header(&mut fast, *stream, *offset, *fin);
+            fast.extend_from_slice(payload);
+            assert_eq!(fast, wire, "data_header disagrees with encode");
+            DATA_HEADER_LEN + usize::from(!fin)
+        }
+        Frame::Datagram { payload, .. } => wire.len() - payload.len(),
+        _ => wire.len(),
+    };
+    assert_eq!(wire, expected, "re-encoding differs from the decoded bytes");
+    assert_eq!(Frame::decode(&wire), Ok(frame));
     for cut in 0..shortest_valid {
         assert!(Frame::decode(&wire[..cut]).is_err(), "prefix of {cut} bytes decoded");
     }

@@ -16,6 +16,8 @@ const TARGETS: &[(&str, Check)] = &[
     ("http_body_chunked", booster_proto_fuzz::http_body_chunked),
     ("peer_frame", booster_proto_fuzz::peer_frame),
     ("range_planner", booster_proto_fuzz::range_planner),
+    ("bond_frame", booster_proto_fuzz::bond_frame),
+    ("bond_link", booster_proto_fuzz::bond_link),
 ];
 
 /// Mutations per seed: enough to leave the happy path, cheap enough for CI.
