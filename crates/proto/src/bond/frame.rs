@@ -402,6 +402,60 @@ mod tests {
         assert_eq!(&wire[18..], [0, 0, 0, 3, 5, b'w', b'l', b'a', b'n', b'0']);
     }
 
+    /// The examples table of the Bond section in `docs/protocol.md`.
+    #[test]
+    fn documented_examples() {
+        let hex = |s: &str| -> Vec<u8> { s.split(' ').map(|b| u8::from_str_radix(b, 16).unwrap()).collect() };
+        let https = Address::Ip(SocketAddr::from((Ipv4Addr::new(10, 99, 0, 1), 443)));
+        for (frame, bytes) in [
+            (Frame::Welcome { flags: WELCOME_NEW }, "01 02 01"),
+            (Frame::PathAck { count: 42 }, "01 03 00 00 00 00 00 00 00 2A"),
+            (
+                Frame::Open {
+                    stream: 1,
+                    mode: Mode::Redundant,
+                    target: Address::Ip(SocketAddr::from((Ipv4Addr::new(10, 99, 0, 1), 80))),
+                },
+                "01 10 00 00 00 01 01 01 0A 63 00 01 00 50",
+            ),
+            (
+                Frame::Data {
+                    stream: 7,
+                    offset: 0x102,
+                    fin: true,
+                    payload: b"hi".to_vec(),
+                },
+                "01 13 00 00 00 07 00 00 00 00 00 00 01 02 01 68 69",
+            ),
+            (
+                Frame::Window {
+                    stream: 2,
+                    max: 1 << 40,
+                },
+                "01 14 00 00 00 02 00 00 01 00 00 00 00 00",
+            ),
+            (
+                Frame::Reset {
+                    stream: 2,
+                    code: 1,
+                    reason: "x".into(),
+                },
+                "01 15 00 00 00 02 01 00 01 78",
+            ),
+            (
+                Frame::Datagram {
+                    flow: 1,
+                    id: 2,
+                    target: https,
+                    payload: Vec::new(),
+                },
+                "01 20 00 00 00 01 00 00 00 02 01 0A 63 00 01 01 BB",
+            ),
+        ] {
+            assert_eq!(roundtrip(frame), hex(bytes), "{bytes}");
+        }
+    }
+
     #[test]
     fn every_frame_type_roundtrips() {
         for frame in [
