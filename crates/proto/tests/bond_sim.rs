@@ -541,6 +541,25 @@ fn a_redundant_datagram_does_not_outlive_its_paths() {
     assert_eq!(events(&mut relay), []);
 }
 
+/// Fixed: the same, when the path the datagram still waited for was dead but not yet found
+/// dead as the relay restarted: it reached the target through the old relay and again
+/// through the new one.
+#[test]
+fn a_redundant_datagram_does_not_cross_a_relay_restart() {
+    let (mut node, mut relay, t) = pair(&[1, 2], Config::default());
+    node.send_datagram(7, target(), b"once".to_vec(), Mode::Redundant);
+    deliver(&mut relay, 1, &drain(&mut node, 1, t), t);
+    assert!(matches!(events(&mut relay)[..], [Event::Datagram { .. }]));
+    // Path 2 is silently dead; the relay restarts; the node hears of it on a new path.
+    node.remove_path(1);
+    node.abort_all("relay restarted");
+    let mut relay = Link::new(Role::Relay, Config::default());
+    node.add_path(3, t, None, None);
+    relay.add_path(3, t, None, None);
+    deliver(&mut relay, 3, &drain(&mut node, 3, t), t);
+    assert_eq!(events(&mut relay), []);
+}
+
 /// Hardened: bytes the node writes before `OpenOk` wait for it. Sent at once, they could
 /// reach the relay before the `Open` (on a faster path), be acked there and dropped.
 #[test]

@@ -284,6 +284,9 @@ impl Link {
         self.pending.clear();
         // The new relay numbers its datagrams from 0 again: the old ids are not duplicates.
         self.seen_datagrams = (HashSet::new(), VecDeque::new());
+        // A redundant datagram the old relay already got (it waits only for paths to the old
+        // relay, dead but not yet found dead) must not reach the target again through the new.
+        self.datagrams.retain(|d| d.sent_on.is_empty());
     }
 
     // ---- streams -----------------------------------------------------------------------
