@@ -506,6 +506,7 @@ impl Link {
         }
         p.received += 1;
         p.ack_due = true;
+        p.on_received(now);
         match frame {
             Frame::Ping { nonce } => p.pongs.push_back(nonce),
             Frame::Pong { .. } => {}

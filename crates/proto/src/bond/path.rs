@@ -67,6 +67,8 @@ pub(crate) struct Path {
     pub(crate) last_sent: Instant,
     /// When acks last moved, or when the path went from idle to busy.
     pub(crate) last_progress: Instant,
+    /// Stream data frames among `in_flight`.
+    data_in_flight: usize,
     srtt: Option<Duration>,
     min_rtt: Option<(Duration, Instant)>,
     /// Bytes per second, from acks.
@@ -118,6 +120,7 @@ impl Path {
             ping_due: false,
             last_sent: now,
             last_progress: now,
+            data_in_flight: 0,
             srtt: rtt_hint,
             min_rtt: rtt_hint.map(|rtt| (rtt, now)),
             rate: rate_hint.filter(|r| r.is_finite() && *r > 0.0).unwrap_or(DEFAULT_RATE),
@@ -139,6 +142,9 @@ impl Path {
             self.sample_start = None;
         }
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        if matches!(what, Sent::Data { .. }) {
+            self.data_in_flight += 1;
+        }
         self.in_flight.push_back(InFlight { at: now, bytes, what });
         self.unacked_bytes += u64::from(bytes);
         self.tx_bytes += u64::from(bytes);
@@ -156,6 +162,9 @@ impl Path {
         let mut newest = None;
         while self.acked < count {
             let Some(frame) = self.in_flight.pop_front() else { break };
+            if matches!(frame.what, Sent::Data { .. }) {
+                self.data_in_flight -= 1;
+            }
             self.acked += 1;
             self.unacked_bytes -= u64::from(frame.bytes);
             self.acked_bytes += u64::from(frame.bytes);
@@ -234,6 +243,7 @@ impl Path {
     /// Frames that never got acked, oldest first, leaving the path empty (it is going away).
     pub(crate) fn drain_unacked(&mut self) -> impl Iterator<Item = Sent> + '_ {
         self.unacked_bytes = 0;
+        self.data_in_flight = 0;
         self.in_flight.drain(..).map(|f| f.what)
     }
 
@@ -264,6 +274,16 @@ impl Path {
         let queued = (self.unacked_bytes + bytes as u64) as f64 / rate;
         let idle = bytes as f64 / rate + self.min_rtt().as_secs_f64() / 2.0;
         Duration::from_secs_f64(queued.max(idle).min(3600.0))
+    }
+
+    /// A frame arrived on this path. While no stream data waits for an ack here, that is
+    /// proof enough the path lives: the ack of a ping can sit behind a deep queue of the far
+    /// end's data on the same path, and that queue moving is what matters. With data out,
+    /// only acks count, so a path that only delivers one way still dies.
+    pub(crate) fn on_received(&mut self, now: Instant) {
+        if self.data_in_flight == 0 {
+            self.last_progress = now;
+        }
     }
 
     /// How long acks have not moved while frames wait for them; zero when nothing waits.
@@ -405,5 +425,17 @@ mod tests {
         // Busy: the unacked bytes and the frame at the estimated rate, no more.
         let claimed = (path.unacked_bytes + 10_000) as f64 / path.eta(10_000).as_secs_f64();
         assert!((claimed - path.info().rate).abs() < 1000.0, "then it claims {claimed}");
+    }
+
+    #[test]
+    fn arrivals_keep_a_ping_only_path_alive_but_not_one_with_data_out() {
+        let t0 = Instant::now();
+        let mut path = Path::new(1, t0, None, Some(Duration::from_millis(30)));
+        path.on_sent(Sent::Unreliable, 20, t0);
+        path.on_received(t0 + Duration::from_millis(900));
+        assert_eq!(path.stalled(t0 + Duration::from_secs(1)), Duration::from_millis(100));
+        path.on_sent(Sent::Data { stream: 1, offset: 0 }, 1000, t0 + Duration::from_secs(1));
+        path.on_received(t0 + Duration::from_secs(2));
+        assert_eq!(path.stalled(t0 + Duration::from_secs(2)), Duration::from_millis(1100));
     }
 }
