@@ -674,6 +674,17 @@ fn lab_phase(
         }
     }
 
+    // False alarms: stalls declared while no link was impaired (warm-up and the runs).
+    let clean_stalls = bonder.as_ref().map(bond::BondNode::stalls);
+
+    // Failover: MPTCP, aggligator, then the bond, on the same link.
+    res.failover = if mptcp_server.is_some() && mptcp_row.skip.is_none() {
+        let url = format!("http://{}{}", net::origin_addr(&lab, 81), files.path("f50m"));
+        let cmd = net::mptcp_curl_cmd(lab.node_ns("home"), &url, &dl, "f50m", 180);
+        failover(&lab, files, cmd, "kernel MPTCP", &dl, res)
+    } else {
+        Err(mptcp_row.skip.clone().unwrap_or_else(|| "MPTCP not available".into()))
+    };
     res.agg_failover = match (&agg, &agg_row.skip) {
         (Some(a), None) => {
             let cmd = a.curl_cmd(&files.path("f50m"), &dl, "f50m", 180);
@@ -687,18 +698,6 @@ fn lab_phase(
         (None, None) => Err("no tunnel".into()),
     };
     drop(agg);
-
-    // False alarms: stalls declared while no link was impaired (warm-up and the runs).
-    let clean_stalls = bonder.as_ref().map(bond::BondNode::stalls);
-
-    // Failover: MPTCP, then the bond, on the same link.
-    res.failover = if mptcp_server.is_some() && mptcp_row.skip.is_none() {
-        let url = format!("http://{}{}", net::origin_addr(&lab, 81), files.path("f50m"));
-        let cmd = net::mptcp_curl_cmd(lab.node_ns("home"), &url, &dl, "f50m", 180);
-        failover(&lab, files, cmd, "kernel MPTCP", &dl, res)
-    } else {
-        Err(mptcp_row.skip.clone().unwrap_or_else(|| "MPTCP not available".into()))
-    };
     res.bond_failover = match (&bonder, &bond_row.skip) {
         (Some(b), None) => {
             let url = format!("{base}{}", files.path("f50m"));

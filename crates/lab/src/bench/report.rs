@@ -1165,7 +1165,16 @@ pub fn assemble(dir: &Path) -> String {
         "cargo run -p booster-lab --release -- bench home     # also measures the proxy on loopback"
     );
     let _ = writeln!(m, "cargo run -p booster-lab --release -- bench peers");
-    let _ = writeln!(m, "cargo run -p booster-lab --release -- bench skewed\n```\n");
+    let _ = writeln!(m, "cargo run -p booster-lab --release -- bench skewed");
+    let _ = writeln!(
+        m,
+        "cargo run -p booster-lab --release -- bench lossy    # redundant mode with a 2%-loss path\n```\n"
+    );
+    let _ = writeln!(
+        m,
+        "The aggligator anchor runs when `agg-tunnel` is on PATH: `cargo install aggligator-util \
+         --version 0.18.12 --locked` (later releases need a newer rustc).\n"
+    );
     let _ = writeln!(m, "## Against the targets\n");
     let _ = writeln!(m, "| profile | what | result | target |\n|---|---|---|---|");
     for s in &sections {
