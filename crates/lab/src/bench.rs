@@ -33,6 +33,7 @@
 mod aggligator;
 mod bond;
 mod files;
+mod gateway;
 mod loopback;
 mod net;
 mod peers;
@@ -288,7 +289,7 @@ fn lab_phase(
     tools: Tools,
 ) -> Result<net::Samples> {
     println!("building the `{}` lab ...", prof.name);
-    let lab = Lab::build(prof)?;
+    let lab = Lab::build_with(prof, gateway::lab_options(prof))?;
     let inet = lab.internet_ns().to_owned();
     let origin = net::origin_addr(&lab, 80);
     let base = format!("http://{}", lab.origin_ip());
@@ -411,6 +412,9 @@ fn lab_phase(
         }
     }
 
+    // The transparent gateway (`home`): a client behind home with no proxy setting.
+    let mut gw = gateway::Phase::start(&lab, booster, &tools.curl, files, &base, work, &dl, plan)?;
+
     // The bond: a relay next to the origin, a second node bonding through it, and an echo
     // server for redundant mode's round trips.
     let echo = net::origin_addr(&lab, bond::ECHO_PORT);
@@ -525,6 +529,7 @@ fn lab_phase(
                 &mut rounds,
             )?;
         }
+        gw.run(&lab, files, &base, &dl)?;
 
         if let (Some(bin), None) = (booster, &get_row.skip) {
             let name = format!("f{}m", plan.big_mb);
@@ -774,6 +779,7 @@ fn lab_phase(
         }
         b.proc.kill();
     }
+    let gateway_rows = gw.finish(res);
     drop(mptcp_server);
     println!("tearing the lab down ...");
     drop(lab);
@@ -788,7 +794,10 @@ fn lab_phase(
         agg_row,
         bond_row,
         bond_tail,
-    ] {
+    ]
+    .into_iter()
+    .chain(gateway_rows)
+    {
         if !r.samples.is_empty() || (r.skip.is_some() && !r.what.starts_with("  ")) {
             res.rows.push(r);
         }

@@ -510,6 +510,7 @@ impl Results {
                 String::new(),
             ]);
         }
+        v.extend(super::gateway::headlines(&self.rows, sum, best));
         v.extend(self.bond_headlines(sum, best));
         if !self.pinned.is_empty() {
             let ratio: Vec<f64> = self.pinned.iter().map(|(via, direct)| via / direct).collect();
