@@ -123,11 +123,12 @@ pub struct Bonds {
 
 /// Datagrams coming back on a UDP flow: (sender, payload).
 pub type FlowReplies = tokio::sync::mpsc::Receiver<(Address, Vec<u8>)>;
+type FlowRoute = tokio::sync::mpsc::Sender<(Address, Vec<u8>)>;
 
 #[derive(Default)]
 struct Flows {
     next: std::sync::atomic::AtomicU32,
-    routes: std::sync::Mutex<HashMap<u32, tokio::sync::mpsc::Sender<(Address, Vec<u8>)>>>,
+    routes: std::sync::Mutex<HashMap<u32, FlowRoute>>,
 }
 
 /// Replies queued per flow before the oldest are dropped (UDP: late is as bad as lost).

@@ -58,6 +58,10 @@ pub struct Rules {
     pub port: u16,
     /// Networks left alone (CIDR text, already validated).
     pub exclude: Vec<String>,
+    /// Interfaces that lead to the Internet (the uplinks, and those with a default route).
+    /// Only destinations the router would route out of one of them are steered, so a second
+    /// LAN, a VPN or a DMZ behind the router is left alone. Empty: no such filter.
+    pub wan: Vec<String>,
 }
 
 impl Rules {
@@ -73,6 +77,10 @@ impl Rules {
              fib daddr oifname \"{lan}\" return\n",
             lan = self.lan
         );
+        if !self.wan.is_empty() {
+            let names: Vec<String> = self.wan.iter().map(|w| format!("\"{w}\"")).collect();
+            chain.push_str(&format!("        fib daddr oifname != {{ {} }} return\n", names.join(", ")));
+        }
         if !v4.is_empty() {
             chain.push_str(&format!("        ip daddr {{ {} }} return\n", set(&v4)));
         }
@@ -101,6 +109,34 @@ impl Rules {
 /// Removes the table. `Ok(false)` when there was none.
 pub fn remove() -> Result<bool, GatewayError> {
     match nft(&format!("delete table inet {TABLE}\n")) {
+        Ok(()) => Ok(true),
+        Err(GatewayError::Nft(e)) if e.contains("No such file") || e.contains("does not exist") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The kernel's handle of the installed table: it changes each time the table is created,
+/// so a watchdog that deletes by handle never deletes a newer gateway's table.
+pub fn table_handle() -> Result<Option<u64>, GatewayError> {
+    let out = Command::new("nft")
+        .args(["-a", "list", "table", "inet", TABLE])
+        .output()
+        .map_err(nft_spawn_error)?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .next()
+        .and_then(|l| l.split("# handle ").nth(1))
+        .and_then(|h| h.trim().parse().ok()))
+}
+
+/// Removes the table created with `handle`; `Ok(false)` when it is gone already (removed,
+/// or replaced by a newer gateway's, which stays).
+pub fn remove_handle(handle: u64) -> Result<bool, GatewayError> {
+    match nft(&format!("delete table inet handle {handle}\n")) {
         Ok(()) => Ok(true),
         Err(GatewayError::Nft(e)) if e.contains("No such file") || e.contains("does not exist") => Ok(false),
         Err(e) => Err(e),
@@ -239,12 +275,19 @@ pub fn listeners(port: u16) -> std::io::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-/// The watchdog: a detached copy of booster that removes the rules once process `pid` is
-/// gone. Started by the gateway; exits by itself after cleaning up.
-pub fn spawn_watchdog(pid: u32) -> std::io::Result<()> {
+/// The watchdog: a detached copy of booster that removes the rules (the table created with
+/// `handle`) once process `pid` is gone. Started by the gateway; exits by itself after
+/// cleaning up.
+pub fn spawn_watchdog(pid: u32, handle: u64) -> std::io::Result<()> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.args(["gateway", "--watch-pid", &pid.to_string()])
+    cmd.args([
+        "gateway",
+        "--watch-pid",
+        &pid.to_string(),
+        "--watch-handle",
+        &handle.to_string(),
+    ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -253,14 +296,14 @@ pub fn spawn_watchdog(pid: u32) -> std::io::Result<()> {
     cmd.spawn().map(|_| ())
 }
 
-/// Runs the watchdog loop for `pid` (blocking): polls every 200 ms, removes the table when the
-/// process has exited.
-pub fn watch(pid: u32) -> Result<(), GatewayError> {
+/// Runs the watchdog loop for `pid` (blocking): polls every 200 ms, removes the table
+/// `handle` when the process has exited.
+pub fn watch(pid: u32, handle: u64) -> Result<(), GatewayError> {
     let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
     while proc_dir.exists() && !is_zombie(pid) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    if remove()? {
+    if remove_handle(handle)? {
         eprintln!("booster: gateway process {pid} is gone; its rules were removed");
     }
     Ok(())
@@ -283,12 +326,14 @@ mod tests {
             lan: "br-lan".into(),
             port: 4887,
             exclude: vec!["192.0.2.0/24".into(), "2001:db8::/32".into()],
+            wan: vec!["eth0".into(), "wwan0".into()],
         };
         let text = rules.ruleset();
         assert!(text.starts_with("table inet booster_gateway {}\ndelete table inet booster_gateway\n"));
         assert!(text.contains("iifname != \"br-lan\" return"));
         assert!(text.contains("fib daddr type local return"));
         assert!(text.contains("fib daddr oifname \"br-lan\" return"));
+        assert!(text.contains("fib daddr oifname != { \"eth0\", \"wwan0\" } return"));
         assert!(text.contains("ip daddr { 192.0.2.0/24 } return"));
         assert!(text.contains("ip6 daddr { 2001:db8::/32 } return"));
         assert!(text
@@ -302,6 +347,7 @@ mod tests {
             lan: lan.into(),
             port: 1,
             exclude: vec![],
+            wan: vec![],
         };
         assert!(matches!(rules("bt-nope0").install(), Err(GatewayError::NoLan(_))));
         assert!(matches!(rules("a\"b").install(), Err(GatewayError::BadLan(_))));

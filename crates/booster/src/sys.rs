@@ -239,34 +239,6 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_is_listed() {
-        let all = interfaces().unwrap();
-        let lo = all.iter().find(|i| i.loopback).expect("a loopback interface");
-        assert!(lo.up);
-        assert!(lo.addrs.iter().any(|a| a.is_loopback()));
-    }
-
-    #[test]
-    fn tcp_info_reads_a_connected_socket() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let info = tcp_info(&c).unwrap();
-        assert!(info.snd_cwnd > 0);
-        set_notsent_lowat(&c, 16 * 1024).unwrap();
-    }
-
-    #[test]
-    fn binding_to_a_missing_device_fails() {
-        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        assert!(bind_device(&s, "bt-nonexistent0").is_err());
-    }
-}
-
 /// The destination a connection had before a netfilter `redirect` sent it to us
 /// (`SO_ORIGINAL_DST`, and `IP6T_SO_ORIGINAL_DST` for IPv6: both are option 80).
 pub fn original_dst(fd: &impl AsRawFd, v6: bool) -> io::Result<std::net::SocketAddr> {
@@ -302,5 +274,33 @@ pub fn original_dst(fd: &impl AsRawFd, v6: bool) -> io::Result<std::net::SocketA
             Ok(std::net::SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
         }
         other => Err(io::Error::other(format!("original destination of family {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_listed() {
+        let all = interfaces().unwrap();
+        let lo = all.iter().find(|i| i.loopback).expect("a loopback interface");
+        assert!(lo.up);
+        assert!(lo.addrs.iter().any(|a| a.is_loopback()));
+    }
+
+    #[test]
+    fn tcp_info_reads_a_connected_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let info = tcp_info(&c).unwrap();
+        assert!(info.snd_cwnd > 0);
+        set_notsent_lowat(&c, 16 * 1024).unwrap();
+    }
+
+    #[test]
+    fn binding_to_a_missing_device_fails() {
+        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        assert!(bind_device(&s, "bt-nonexistent0").is_err());
     }
 }

@@ -528,7 +528,6 @@ fn the_watchdog_removes_the_rules_after_kill_9() {
 }
 
 #[test]
-#[ignore = "known bug: the old gateway's watchdog removes the new gateway's table after a quick restart"]
 fn a_quick_restart_keeps_the_new_gateways_rules() {
     if !root() {
         return;

@@ -275,7 +275,7 @@ async fn flipped_bit_in_handshake_fails_it() {
 async fn handshake_with_raw_client() -> (TcpStream, NoiseStream<TcpStream>) {
     let (addr, server) = responder(PSK, Identity::generate(), TIMEOUT).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let client = noise::connect(&mut tcp, &PSK, &Identity::generate(), TIMEOUT)
+    let client = noise::connect(Channel::Peer, &mut tcp, &PSK, &Identity::generate(), TIMEOUT)
         .await
         .unwrap();
     drop(client);
@@ -360,7 +360,7 @@ async fn replayed_msg1_cannot_finish() {
     // Capture a real initiator's msg1.
     let (mut near, far) = tokio::io::duplex(4096);
     let initiator = tokio::spawn(async move {
-        let _ = noise::connect(far, &PSK, &Identity::generate(), Duration::from_secs(1)).await;
+        let _ = noise::connect(Channel::Peer, far, &PSK, &Identity::generate(), Duration::from_secs(1)).await;
     });
     let mut msg1 = vec![0u8; 50];
     near.read_exact(&mut msg1).await.unwrap();

@@ -115,7 +115,7 @@ impl Drop for BondStream {
     fn drop(&mut self) {
         // A stream dropped half-way (client gone, error) is aborted at the far end too; one
         // that ended cleanly is already forgotten by the link, and this does nothing.
-        if !(self.finished && self.eof) && !self.slot.reset.load(Relaxed) {
+        if !(self.slot.reset.load(Relaxed) || self.finished && self.eof) {
             self.shared.reset(self.id, "closed before the end");
         }
     }

@@ -26,15 +26,18 @@ pub struct GatewayArgs {
     #[arg(long)]
     pub no_watchdog: bool,
     /// Internal: be the watchdog of this gateway process.
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, requires = "watch_handle")]
     pub watch_pid: Option<u32>,
+    /// Internal: the nftables handle of the table the watched gateway installed.
+    #[arg(long, hide = true)]
+    pub watch_handle: Option<u64>,
     #[command(flatten)]
     pub node: StartArgs,
 }
 
 pub async fn run(args: GatewayArgs) -> ExitCode {
-    if let Some(pid) = args.watch_pid {
-        return match tokio::task::spawn_blocking(move || gateway::watch(pid)).await {
+    if let (Some(pid), Some(handle)) = (args.watch_pid, args.watch_handle) {
+        return match tokio::task::spawn_blocking(move || gateway::watch(pid, handle)).await {
             Ok(Ok(())) => ExitCode::SUCCESS,
             Ok(Err(e)) => {
                 eprintln!("booster: watchdog: {e}");
@@ -77,10 +80,16 @@ pub async fn run(args: GatewayArgs) -> ExitCode {
         eprintln!("booster: gateway needs the LAN interface: --lan IFACE or `[gateway] lan`");
         return ExitCode::from(2);
     };
+    let mut wan: Vec<String> = config.uplinks.iter().map(|u| u.name.clone()).collect();
+    wan.extend(crate::sys::default_route_ifaces());
+    wan.sort();
+    wan.dedup();
+    wan.retain(|w| *w != lan);
     let rules = Rules {
         lan,
         port: config.gateway.port,
         exclude: config.gateway.exclude.clone(),
+        wan,
     };
     let watchdog = config.gateway.watchdog && !args.no_watchdog;
     let listeners = match gateway::listeners(rules.port) {
@@ -108,8 +117,13 @@ pub async fn run(args: GatewayArgs) -> ExitCode {
             },
         );
     }
+    let handle = gateway::table_handle().ok().flatten();
     if watchdog {
-        if let Err(e) = gateway::spawn_watchdog(std::process::id()) {
+        let started = match handle {
+            Some(h) => gateway::spawn_watchdog(std::process::id(), h),
+            None => Err(std::io::Error::other("the table's handle is unknown")),
+        };
+        if let Err(e) = started {
             tracing::warn!(error = %e, "cannot start the gateway watchdog; after a crash run `booster gateway --cleanup`");
         }
     }
@@ -124,8 +138,13 @@ pub async fn run(args: GatewayArgs) -> ExitCode {
         running.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
     );
     start::wait_for_signal().await;
-    // Rules first: from now on the LAN's traffic is routed as if booster were not there.
-    if let Err(e) = gateway::remove() {
+    // Rules first: from now on the LAN's traffic is routed as if booster were not there. By
+    // handle: a newer gateway that replaced our table keeps its own.
+    let removed = match handle {
+        Some(h) => gateway::remove_handle(h),
+        None => gateway::remove(),
+    };
+    if let Err(e) = removed {
         eprintln!("booster: could not remove the gateway rules ({e}); run `booster gateway --cleanup`");
     }
     eprintln!("booster: gateway rules removed; draining open connections");
