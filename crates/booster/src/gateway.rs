@@ -202,7 +202,10 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, stop: CancellationToken, tra
         tracker.spawn(async move {
             ctx.node.clients_open.fetch_add(1, Relaxed);
             ctx.node.clients_total.fetch_add(1, Relaxed);
-            handle(tcp, peer, &ctx).await;
+            ctx.node.note_accept(std::time::Instant::now());
+            let conn = ctx.node.conns.register(peer);
+            conn.scope(handle(tcp, peer, &ctx)).await;
+            drop(conn);
             ctx.node.clients_open.fetch_sub(1, Relaxed);
         });
     }

@@ -50,6 +50,7 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, stop: CancellationToken, tra
                 tracker.spawn(async move {
                     ctx.node.clients_open.fetch_add(1, Relaxed);
                     ctx.node.clients_total.fetch_add(1, Relaxed);
+                    ctx.node.note_accept(std::time::Instant::now());
                     let conn = ctx.node.conns.register(peer);
                     conn.scope(handle(stream, peer, &ctx)).await;
                     drop(conn);

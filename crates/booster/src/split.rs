@@ -37,6 +37,9 @@ use tokio::net::TcpStream;
 /// this and `min_size` is dropped and asked for again without a range, so it stays small.
 pub const FIRST_PIECE: u64 = 1 << 20;
 /// Chunks in flight between the range engine and the client writer (each up to 128 KiB).
+/// A burst: more than [`BURST_CONNECTIONS`] client connections accepted within this window.
+const BURST_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
+const BURST_CONNECTIONS: usize = 3;
 const CHANNEL: usize = 64;
 
 /// Request headers the range requests never copy from the client's: set by the engine itself,
@@ -148,6 +151,11 @@ pub fn plan(
         .map(|s| s.open.load(Relaxed) + s.connecting.load(Relaxed))
         .sum();
     if busy >= 2 * sources.len() as u64 {
+        return None;
+    }
+    // Nor in a burst of new connections (a client starting many downloads at once): they
+    // will fill the links without help, and a split among them would overload them.
+    if ctx.node.recent_accepts(Instant::now(), BURST_WINDOW) > BURST_CONNECTIONS {
         return None;
     }
     let slot = Slot::take(&ctx.node)?;

@@ -21,6 +21,8 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// Bounds the stickiness table: when full, expired entries go, and if none had expired the
 /// table is cleared (stickiness is a preference, losing it is harmless).
 const MAX_STICKY: usize = 10_000;
+/// Accept times remembered to recognise a burst of new connections.
+pub const ACCEPT_HISTORY: usize = 16;
 
 pub struct Node {
     pub config: Config,
@@ -50,6 +52,8 @@ pub struct Node {
     pub mdns: Mutex<Option<crate::mdns::Mdns>>,
     /// Paces everything this node lends to `[lend] max_rate`.
     pub lend_pacer: crate::lend::Pacer,
+    /// When the last client connections were accepted (newest last), to see bursts.
+    accepts: Mutex<std::collections::VecDeque<Instant>>,
     /// Relays and bond rules, when a relay is configured.
     pub bonds: Option<crate::bond::Bonds>,
     /// Downloads being split over every source right now (see [`crate::split::MAX_SPLITS`]).
@@ -87,6 +91,7 @@ impl Node {
             stop: tokio_util::sync::CancellationToken::new(),
             mdns: Mutex::new(None),
             bonds: None,
+            accepts: Mutex::new(std::collections::VecDeque::with_capacity(ACCEPT_HISTORY)),
             lend_pacer: crate::lend::Pacer::new(config.lend.max_rate),
             splits_active: std::sync::atomic::AtomicU64::new(0),
             conns: Default::default(),
@@ -141,6 +146,25 @@ impl Node {
         let new = edit(&self.policies())?;
         self.set_policies(new);
         Ok(())
+    }
+
+    /// A client connection was accepted (proxy or gateway).
+    pub fn note_accept(&self, now: Instant) {
+        let mut accepts = self.accepts.lock().unwrap_or_else(|e| e.into_inner());
+        if accepts.len() == ACCEPT_HISTORY {
+            accepts.pop_front();
+        }
+        accepts.push_back(now);
+    }
+
+    /// Client connections accepted within `window` before `now` (at most [`ACCEPT_HISTORY`]).
+    pub fn recent_accepts(&self, now: Instant, window: Duration) -> usize {
+        let accepts = self.accepts.lock().unwrap_or_else(|e| e.into_inner());
+        accepts
+            .iter()
+            .rev()
+            .take_while(|t| now.saturating_duration_since(**t) <= window)
+            .count()
     }
 
     /// The relays and their bond paths, for the API, events, monitor and dashboard. Schema:
