@@ -155,17 +155,30 @@ impl FlowSet {
         let flow = match self.open.iter().find(|(m, ..)| *m == mode) {
             Some((_, id, _)) => *id,
             None => {
-                let id = bonds.flows.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & !crate::relay::FLOW_REDUNDANT;
-                let id = if mode == Mode::Redundant { id | crate::relay::FLOW_REDUNDANT } else { id };
+                let id =
+                    bonds.flows.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & !crate::relay::FLOW_REDUNDANT;
+                let id = if mode == Mode::Redundant {
+                    id | crate::relay::FLOW_REDUNDANT
+                } else {
+                    id
+                };
                 let (tx, rx) = tokio::sync::mpsc::channel(FLOW_QUEUE);
-                bonds.flows.routes.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+                bonds
+                    .flows
+                    .routes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, tx);
                 self.open.push((mode, id, bonds.flows.clone()));
                 spawn(rx);
                 id
             }
         };
         if let Some(relay) = bonds.choose(mode) {
-            relay.source.tx.fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            relay
+                .source
+                .tx
+                .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
             relay.shared.send_datagram(flow, target, payload.to_vec(), mode);
         }
     }
@@ -270,7 +283,13 @@ impl Handler for NodeHandler {
     }
 
     fn datagram(&self, _link: &Arc<Shared>, flow: u32, from: Address, payload: Vec<u8>) {
-        let route = self.flows.routes.lock().unwrap_or_else(|e| e.into_inner()).get(&flow).cloned();
+        let route = self
+            .flows
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&flow)
+            .cloned();
         match route {
             Some(tx) => {
                 let _ = tx.try_send((from, payload));

@@ -79,7 +79,10 @@ impl Rules {
         );
         if !self.wan.is_empty() {
             let names: Vec<String> = self.wan.iter().map(|w| format!("\"{w}\"")).collect();
-            chain.push_str(&format!("        fib daddr oifname != {{ {} }} return\n", names.join(", ")));
+            chain.push_str(&format!(
+                "        fib daddr oifname != {{ {} }} return\n",
+                names.join(", ")
+            ));
         }
         if !v4.is_empty() {
             chain.push_str(&format!("        ip daddr {{ {} }} return\n", set(&v4)));
@@ -291,9 +294,9 @@ pub fn spawn_watchdog(pid: u32, handle: u64) -> std::io::Result<()> {
         "--watch-handle",
         &handle.to_string(),
     ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
     // Its own session: a Ctrl-C or a kill of the gateway's process group spares it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.spawn().map(|_| ())

@@ -173,17 +173,18 @@ static REFUSED: AtomicU64 = AtomicU64::new(0);
 async fn channel(tcp: TcpStream, node: &Arc<Node>) -> Result<(), String> {
     let from = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let keys = node.peer_keys.as_ref().ok_or("no keys")?;
-    let (mut ch, _remote) = match noise::accept(noise::Channel::Peer, tcp, &keys.psk, &keys.identity, HANDSHAKE_TIMEOUT).await {
-        Ok(x) => x,
-        Err(e) => {
-            // Refused handshakes are cheap and logged sparingly: the 1st, 2nd, 4th, 8th...
-            let n = REFUSED.fetch_add(1, Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::info!(peer = %from, refused = n, error = %e, "peer handshake refused (wrong secret?)");
+    let (mut ch, _remote) =
+        match noise::accept(noise::Channel::Peer, tcp, &keys.psk, &keys.identity, HANDSHAKE_TIMEOUT).await {
+            Ok(x) => x,
+            Err(e) => {
+                // Refused handshakes are cheap and logged sparingly: the 1st, 2nd, 4th, 8th...
+                let n = REFUSED.fetch_add(1, Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::info!(peer = %from, refused = n, error = %e, "peer handshake refused (wrong secret?)");
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-    };
+        };
     let first = tokio::time::timeout(DEAD_AFTER, ch.recv())
         .await
         .map_err(|_| "no first frame")?

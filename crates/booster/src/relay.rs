@@ -127,10 +127,7 @@ fn count_refusal(relay: &Relay, last: &mut Instant, from: SocketAddr, why: &str)
 }
 
 /// Runs the handshake and `Hello`, joins the path to its link, and returns the path's pump.
-async fn accept_path(
-    relay: &Arc<Relay>,
-    tcp: TcpStream,
-) -> Result<impl std::future::Future<Output = ()>, String> {
+async fn accept_path(relay: &Arc<Relay>, tcp: TcpStream) -> Result<impl std::future::Future<Output = ()>, String> {
     let _ = tcp.set_nodelay(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     let _ = crate::sys::set_notsent_lowat(&tcp, path::NOTSENT_LOWAT);
@@ -243,11 +240,13 @@ pub fn target_allowed(ip: IpAddr, allow: &[Pattern]) -> bool {
 async fn resolve(target: &Address, allow: &[Pattern]) -> Result<Vec<SocketAddr>, Reply> {
     let addrs: Vec<SocketAddr> = match target {
         Address::Ip(addr) => vec![*addr],
-        Address::Domain(name, port) => tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((name.as_str(), *port)))
-            .await
-            .map_err(|_| Reply::TtlExpired)?
-            .map_err(|_| Reply::HostUnreachable)?
-            .collect(),
+        Address::Domain(name, port) => {
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((name.as_str(), *port)))
+                .await
+                .map_err(|_| Reply::TtlExpired)?
+                .map_err(|_| Reply::HostUnreachable)?
+                .collect()
+        }
     };
     if addrs.is_empty() {
         return Err(Reply::HostUnreachable);

@@ -214,7 +214,11 @@ impl Shared {
     }
 
     /// Node: opens a stream; the receiver gets the relay's answer.
-    pub fn open(self: &Arc<Self>, target: Address, mode: Mode) -> (u32, Arc<StreamSlot>, oneshot::Receiver<OpenResult>) {
+    pub fn open(
+        self: &Arc<Self>,
+        target: Address,
+        mode: Mode,
+    ) -> (u32, Arc<StreamSlot>, oneshot::Receiver<OpenResult>) {
         let (tx, rx) = oneshot::channel();
         let slot = Arc::new(StreamSlot::default());
         let id = self.with(true, |inner| {

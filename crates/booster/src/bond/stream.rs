@@ -78,7 +78,10 @@ impl AsyncRead for BondStream {
 impl AsyncWrite for BondStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         if self.finished {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "bonded stream shut down")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "bonded stream shut down",
+            )));
         }
         self.slot.write.register(cx.waker());
         if self.slot.reset.load(Relaxed) {

@@ -48,7 +48,12 @@ pub async fn run(args: RelayArgs) -> ExitCode {
         eprintln!("booster: the network secret is empty");
         return ExitCode::from(2);
     }
-    let allow = match args.allow.iter().map(|a| Pattern::parse(a)).collect::<Result<Vec<_>, _>>() {
+    let allow = match args
+        .allow
+        .iter()
+        .map(|a| Pattern::parse(a))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(a) if a.iter().all(Pattern::is_address) => a,
         Ok(_) => {
             eprintln!("booster: --allow takes a CIDR or an IP address");
