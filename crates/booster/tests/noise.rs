@@ -37,7 +37,9 @@ async fn pair() -> (NoiseStream<TcpStream>, NoiseStream<TcpStream>) {
     let server_id = Identity::generate();
     let (addr, server) = responder(PSK, server_id, TIMEOUT).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (client, _) = noise::connect(Channel::Peer, tcp, &PSK, &Identity::generate(), TIMEOUT).await.unwrap();
+    let (client, _) = noise::connect(Channel::Peer, tcp, &PSK, &Identity::generate(), TIMEOUT)
+        .await
+        .unwrap();
     let (server, _) = server.await.unwrap().unwrap();
     (client, server)
 }
@@ -79,7 +81,9 @@ async fn messages_both_ways_and_identities() {
     let client_id = Identity::generate();
     let (addr, server) = responder(PSK, server_id.clone(), TIMEOUT).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut client, seen_server) = noise::connect(Channel::Peer, tcp, &PSK, &client_id, TIMEOUT).await.unwrap();
+    let (mut client, seen_server) = noise::connect(Channel::Peer, tcp, &PSK, &client_id, TIMEOUT)
+        .await
+        .unwrap();
     let (mut server, seen_client) = server.await.unwrap().unwrap();
     assert_eq!(seen_server.static_key, server_id.public());
     assert_eq!(seen_client.static_key, client_id.public());
@@ -247,7 +251,9 @@ async fn flipped_bit_in_transport_message_is_fatal() {
     // The bit sits inside the ciphertext of the first transport message.
     let relay = tampering_relay(addr, INITIATOR_HANDSHAKE_BYTES + 2 + 5).await;
     let tcp = TcpStream::connect(relay).await.unwrap();
-    let (mut client, _) = noise::connect(Channel::Peer, tcp, &PSK, &Identity::generate(), TIMEOUT).await.unwrap();
+    let (mut client, _) = noise::connect(Channel::Peer, tcp, &PSK, &Identity::generate(), TIMEOUT)
+        .await
+        .unwrap();
     let (mut server, _) = server.await.unwrap().unwrap();
     client.send(b"hello over a tampered path").await.unwrap();
     assert!(matches!(server.recv().await, Err(NoiseError::Decrypt)));
