@@ -145,9 +145,17 @@ async fn both_directions_are_bonded_and_exact() {
     wait_paths(&node, 3).await;
     let data = pattern(6_000_000);
     let back = echo_through(node.proxy_addr, echo, data.clone(), || {}).await;
-    assert!(back == data, "echo differs: {} of {} bytes back", back.len(), data.len());
+    assert!(
+        back == data,
+        "echo differs: {} of {} bytes back",
+        back.len(),
+        data.len()
+    );
     let up: Vec<u64> = links.iter().map(EmuLink::bytes_up).collect();
-    assert!(up.iter().filter(|&&b| b > 500_000).count() >= 2, "upload used one link: {up:?}");
+    assert!(
+        up.iter().filter(|&&b| b > 500_000).count() >= 2,
+        "upload used one link: {up:?}"
+    );
     node.shutdown().await;
 }
 
@@ -165,7 +173,12 @@ async fn a_link_cut_or_blackholed_mid_stream_loses_nothing() {
         stalled.stall(true);
     })
     .await;
-    assert!(back == data, "echo differs: {} of {} bytes back", back.len(), data.len());
+    assert!(
+        back == data,
+        "echo differs: {} of {} bytes back",
+        back.len(),
+        data.len()
+    );
     // The cut link's path comes back once it is restored.
     links[1].restore();
     links[2].restore();
@@ -180,7 +193,9 @@ async fn redundant_mode_keeps_an_echo_session_alive_while_links_die_one_by_one()
     let links = links();
     let node = bonded_node(relay, SECRET, "redundant = [\"all\"]", &links).await;
     wait_paths(&node, 3).await;
-    let mut s = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo).await.unwrap();
+    let mut s = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo)
+        .await
+        .unwrap();
     let mut buf = [0u8; 64];
     for round in 0..30 {
         if round == 10 {
@@ -358,7 +373,9 @@ async fn a_session_survives_every_path_dropping_for_a_few_seconds() {
     let links = links();
     let node = bonded_node(relay, SECRET, "bond = [\"all\"]", &links).await;
     wait_paths(&node, 3).await;
-    let mut s = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo).await.unwrap();
+    let mut s = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo)
+        .await
+        .unwrap();
     echo_once(&mut s, "before\n", Duration::from_secs(10)).await.unwrap();
     for l in &links {
         l.cut();
@@ -386,7 +403,9 @@ async fn a_relay_restart_resets_old_streams_cleanly_and_new_ones_work() {
     let links = links();
     let node = bonded_node(relay_addr, SECRET, "bond = [\"all\"]", &links).await;
     wait_paths(&node, 3).await;
-    let mut old = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo).await.unwrap();
+    let mut old = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo)
+        .await
+        .unwrap();
     echo_once(&mut old, "hello\n", Duration::from_secs(10)).await.unwrap();
     // The relay process "restarts": every path and all its state go; a new one takes the port.
     stop.cancel();
@@ -411,7 +430,9 @@ async fn a_relay_restart_resets_old_streams_cleanly_and_new_ones_work() {
     let e = r.expect_err("a stream of the old relay cannot survive its restart");
     assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "reset, not left hanging");
     wait_paths(&node, 3).await;
-    let mut new = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo).await.unwrap();
+    let mut new = tokio_socks::tcp::Socks5Stream::connect(node.proxy_addr, echo)
+        .await
+        .unwrap();
     echo_once(&mut new, "again\n", Duration::from_secs(10)).await.unwrap();
     node.shutdown().await;
 }
