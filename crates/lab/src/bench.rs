@@ -31,13 +31,13 @@
 //! `docs/bench-<profile>.svg`.
 
 mod aggligator;
-mod bond;
+pub(crate) mod bond;
 mod files;
 mod gateway;
-mod loopback;
-mod net;
+pub(crate) mod loopback;
+pub(crate) mod net;
 mod peers;
-mod procs;
+pub(crate) mod procs;
 mod report;
 
 use std::net::SocketAddr;

@@ -21,4 +21,5 @@ pub mod netns;
 pub mod origin;
 pub mod plot;
 pub mod profile;
+pub mod soak;
 pub mod topology;

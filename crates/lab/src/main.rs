@@ -37,6 +37,8 @@ enum Cmd {
     },
     /// Measure booster against the link sum and the anchors; write docs/benchmarks.md.
     Bench(BenchArgs),
+    /// Mixed traffic for N minutes under a chaos loop on the `peers` lab; writes docs/soak.md.
+    Soak(lab::soak::SoakArgs),
     /// Delete stale bt-* namespaces left by lab processes that died.
     Cleanup,
 }
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Cmd::Up { profile } => up(&profile),
         Cmd::Origin { listen } => origin(listen),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Soak(args) => soak(&args),
         Cmd::Cleanup => cleanup(),
     };
     match r {
@@ -165,6 +168,16 @@ fn origin(listen: SocketAddr) -> Result<()> {
         drop(origin);
         Ok(())
     })
+}
+
+fn soak(args: &lab::soak::SoakArgs) -> Result<()> {
+    let s = lab::soak::run(args)?;
+    lab::soak::print(&s);
+    if args.out.as_os_str() != "-" {
+        std::fs::write(&args.out, s.markdown()).with_context(|| format!("writing {}", args.out.display()))?;
+        println!("wrote {}", args.out.display());
+    }
+    Ok(())
 }
 
 fn cleanup() -> Result<()> {
