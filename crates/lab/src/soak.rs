@@ -391,11 +391,14 @@ impl Summary {
         w(
             &mut s,
             "Over the same interval (idle after warm-up to idle at the end, both after 10 s without traffic), the \
-             node's `/api/status` `rx_bytes + tx_bytes` of the uplink against the kernel's interface counters \
-             (`ip -s -j link`) of the node-side interface, rx + tx. The kernel counts headers, so per packet the \
-             IPv4 + TCP header with timestamps (52 bytes) and the link header are taken out: what remains is the \
-             TCP payload that crossed the interface, which is what booster counts. Retransmitted payload is in the \
-             kernel's figure and not in booster's, so a lossy interval reads slightly below 1."
+             node's `/api/status` `rx_bytes` and `tx_bytes` of the uplink (what booster counts: TCP payload on \
+             sockets bound to it, bond paths included, as they cross the socket) against the kernel's interface \
+             counters (`ip -s -j link`) of the node-side interface, per direction. The kernel counts headers, so \
+             per packet a fixed IPv4 + TCP-with-timestamps header (52 bytes) plus the link header is taken out. \
+             That is exact for full data segments; ACKs carrying SACK blocks are longer than the fixed header, so \
+             for the direction that carries mostly ACKs (tx: home downloads) the estimate overstates the payload \
+             and the ratio reads low. The rx row (downloads: payload we know moved, SHA-checked) is the one the 1% \
+             bar applies to. Retransmitted segments are also in the kernel's figure and not in booster's."
                 .into(),
         );
         w(&mut s, String::new());
@@ -686,7 +689,11 @@ pub fn run(args: &SoakArgs) -> Result<Summary> {
     procs::sleep(IDLE)?;
     let last = sample(home_pid, secs)?;
     let marks1 = usage_marks(&lab, &home)?;
-    let usage = marks0.iter().zip(&marks1).map(|(a, b)| a.check(b)).collect::<Vec<_>>();
+    let usage = marks0
+        .iter()
+        .zip(&marks1)
+        .flat_map(|(a, b)| a.check(b))
+        .collect::<Vec<_>>();
     home.proc.ensure_running()?;
 
     let transfers = std::mem::take(&mut *shared.transfers.lock().unwrap_or_else(|e| e.into_inner()));
@@ -741,11 +748,15 @@ impl Ctx<'_> {
             .args(["--allow", "10.99.0.0/16"])
             .env("RUST_LOG", "booster=info")
             .env("NO_COLOR", "1");
-        // Append: the log survives restarts.
-        let log = self.work.join("relay.log");
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        cmd.stdout(f.try_clone()?).stderr(f);
-        let mut p = Proc::spawn("booster relay", &mut cmd, None)?;
+        // A fresh log per start; the previous ones are kept.
+        let n = (0..)
+            .find(|i| !self.work.join(format!("relay.{i}.log")).exists())
+            .unwrap_or(0);
+        let mut p = Proc::spawn(
+            "booster relay",
+            &mut cmd,
+            Some(&self.work.join(format!("relay.{n}.log"))),
+        )?;
         procs::wait_listening(inet, addr.into(), &mut p, Duration::from_secs(20))?;
         Ok(p)
     }
@@ -1198,38 +1209,45 @@ fn sample(pid: u32, t: f64) -> Result<Sample> {
     })
 }
 
-/// One uplink's counters at one moment: booster's and the kernel's.
+/// One uplink's counters at one moment: booster's and the kernel's, per direction (rx, tx).
 struct Mark {
     uplink: String,
-    api: u64,
-    bytes: u64,
-    packets: u64,
+    api: [u64; 2],
+    bytes: [u64; 2],
+    packets: [u64; 2],
     link_header: u64,
 }
 
 impl Mark {
-    fn check(&self, later: &Mark) -> UsageCheck {
-        let api = later.api.saturating_sub(self.api);
-        let bytes = later.bytes.saturating_sub(self.bytes);
-        let packets = later.packets.saturating_sub(self.packets);
-        let hdr = L3L4_HEADER + self.link_header;
-        let payload = bytes.saturating_sub(packets * hdr);
-        UsageCheck {
-            uplink: self.uplink.clone(),
-            api_bytes: api,
-            kernel_bytes: bytes,
-            kernel_packets: packets,
-            header_per_packet: hdr,
-            ratio: if payload == 0 {
-                f64::NAN
-            } else {
-                api as f64 / payload as f64
-            },
-        }
+    /// The interval from `self` to `later`, rx then tx.
+    fn check(&self, later: &Mark) -> Vec<UsageCheck> {
+        ["rx", "tx"]
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| {
+                let api = later.api[i].saturating_sub(self.api[i]);
+                let bytes = later.bytes[i].saturating_sub(self.bytes[i]);
+                let packets = later.packets[i].saturating_sub(self.packets[i]);
+                let hdr = L3L4_HEADER + self.link_header;
+                let payload = bytes.saturating_sub(packets * hdr);
+                UsageCheck {
+                    uplink: format!("{} {dir}", self.uplink),
+                    api_bytes: api,
+                    kernel_bytes: bytes,
+                    kernel_packets: packets,
+                    header_per_packet: hdr,
+                    ratio: if payload == 0 {
+                        f64::NAN
+                    } else {
+                        api as f64 / payload as f64
+                    },
+                }
+            })
+            .collect()
     }
 }
 
-/// Home's local uplinks: booster's `rx_bytes + tx_bytes` and the kernel's rx + tx.
+/// Home's local uplinks: booster's `rx_bytes`, `tx_bytes` and the kernel's rx, tx.
 fn usage_marks(lab: &Lab, home: &net::Booster) -> Result<Vec<Mark>> {
     let status = home.status()?;
     let mut out = Vec::new();
@@ -1238,7 +1256,10 @@ fn usage_marks(lab: &Lab, home: &net::Booster) -> Result<Vec<Mark>> {
             .as_array()
             .and_then(|a| a.iter().find(|s| s["name"] == u.iface.as_str()))
             .ok_or_else(|| anyhow!("home's /api/status has no source {}", u.iface))?;
-        let api = src["rx_bytes"].as_u64().unwrap_or(0) + src["tx_bytes"].as_u64().unwrap_or(0);
+        let api = [
+            src["rx_bytes"].as_u64().unwrap_or(0),
+            src["tx_bytes"].as_u64().unwrap_or(0),
+        ];
         let json = netns::ip(&u.node_ns, &["-s", "-j", "link", "show", "dev", &u.iface])?;
         let v: serde_json::Value = serde_json::from_str(&json)?;
         let link = &v[0];
@@ -1251,8 +1272,8 @@ fn usage_marks(lab: &Lab, home: &net::Booster) -> Result<Vec<Mark>> {
         out.push(Mark {
             uplink: format!("{}/{}", u.node, u.iface),
             api,
-            bytes: g("rx", "bytes") + g("tx", "bytes"),
-            packets: g("rx", "packets") + g("tx", "packets"),
+            bytes: [g("rx", "bytes"), g("tx", "bytes")],
+            packets: [g("rx", "packets"), g("tx", "packets")],
             link_header,
         });
     }
