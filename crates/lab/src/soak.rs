@@ -54,6 +54,8 @@ const GET_BYTES: u64 = 20_000_000;
 const BONDED_BYTES: u64 = 20_000_000;
 /// Keystroke-like pacing of the interactive session.
 const ECHO_GAP: Duration = Duration::from_millis(200);
+/// An echo slower than this is logged (the session stalled: no path carried it).
+const SLOW_ECHO: Duration = Duration::from_secs(2);
 /// An echo later than this ends the session (counted as a reset).
 const ECHO_TIMEOUT: Duration = Duration::from_secs(30);
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -1162,6 +1164,9 @@ fn echo_session(tg: &Target, sh: &Shared) {
                     lines += 1;
                     sh.echo_lines.fetch_add(1, Ordering::SeqCst);
                     sh.echo_max_us.fetch_max(d.as_micros() as u64, Ordering::SeqCst);
+                    if d > SLOW_ECHO {
+                        println!("[{:7.1} s] redundant: one echo took {:.1} s", sh.now(), d.as_secs_f64());
+                    }
                 }
                 Err(e) => {
                     let m = format!("after {lines} echoes: {e:#}");
