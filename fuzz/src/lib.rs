@@ -7,10 +7,18 @@
 //! Peer frames are whole Noise messages, so there a strict prefix must be an error instead.
 //! Bond frames likewise; and `bond_link` (in its own module) drives two bond `Link`s with an
 //! operation sequence and checks the stream end to end.
+//!
+//! The targets on the `booster` crate live in their own modules: `noise` (the Noise
+//! handshake and transport over an in-memory duplex stream) and `files` (the TOML config
+//! and the speedtest job file).
 
 mod bond_link;
+mod files;
+mod noise;
 
 pub use bond_link::bond_link;
+pub use files::{config, speedtest_jobs};
+pub use noise::{noise_handshake, noise_transport};
 
 use proto::http::{BodyFraming, BodyTracker, RequestHead, ResponseHead, MAX_HEAD, MAX_HEADERS};
 use proto::peer::{Frame, DATA_HEADER_LEN};
@@ -33,11 +41,7 @@ where
     encode(&value, &mut wire);
     assert_eq!(wire, consumed, "re-encoding differs from the decoded bytes");
     for cut in 0..wire.len() {
-        assert_eq!(
-            decode(&wire[..cut]),
-            Ok(None),
-            "prefix of {cut} bytes is not pending"
-        );
+        assert_eq!(decode(&wire[..cut]), Ok(None), "prefix of {cut} bytes is not pending");
     }
     assert_eq!(decode(&wire), Ok(Some((value, used))));
 }
@@ -97,10 +101,7 @@ pub fn http_request_head(data: &[u8]) {
         let upstream = head.to_origin_form(&target);
         // Stripping hop-by-hop headers must never change how the body is framed.
         assert_eq!(upstream.body_framing(), framing);
-        assert_eq!(
-            upstream.header("host"),
-            Some(target.host_header().as_bytes())
-        );
+        assert_eq!(upstream.header("host"), Some(target.host_header().as_bytes()));
         if upstream.headers.len() <= MAX_HEADERS {
             assert_eq!(reparse_request(&upstream), upstream);
         }
@@ -155,10 +156,7 @@ fn track(body: &[u8], piece: usize) -> Tracked {
         assert!(n <= chunk.len());
         used += n;
         if n < chunk.len() {
-            assert!(
-                tracker.is_done(),
-                "stopped short of the input without being done"
-            );
+            assert!(tracker.is_done(), "stopped short of the input without being done");
             break;
         }
     }
