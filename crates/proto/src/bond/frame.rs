@@ -7,7 +7,9 @@
 //! reason       LEN u16 (0..=1024) | UTF-8
 //!
 //! path-level (never re-sent on another path)
-//! 0x01 Hello     LINK [16] | PATH u32 | name(source)     node → relay, first frame of a path
+//! 0x01 Hello     LINK [16] | PATH u32 | source           node → relay, first frame of a path
+//!                source = LEN(1..=129) | [A-Za-z0-9._/-]{LEN}   (`eth0`, or `phone-1/rmnet0`
+//!                for a peer's uplink)
 //! 0x02 Welcome   FLAGS u8                                relay → node; bit 0: the link is new
 //! 0x03 PathAck   COUNT u64                               frames received on this path so far
 //! 0x04 Ping      NONCE u64
@@ -24,7 +26,7 @@
 //! ```
 
 use crate::socks5::{Address, Reply, Socks5Error};
-use crate::wire::{put_name, put_reason, Reader, WireError};
+use crate::wire::{put_reason, Reader, WireError};
 
 /// The version byte that starts every frame.
 pub const VERSION: u8 = 1;
@@ -179,7 +181,7 @@ impl Frame {
                 out.push(TYPE_HELLO);
                 out.extend_from_slice(link);
                 out.extend_from_slice(&path.to_be_bytes());
-                put_name(out, source);
+                put_source(out, source);
             }
             Frame::Welcome { flags } => out.extend_from_slice(&[TYPE_WELCOME, *flags]),
             Frame::PathAck { count } => put_u64_frame(out, TYPE_PATH_ACK, *count),
@@ -252,7 +254,7 @@ impl Frame {
             TYPE_HELLO => Frame::Hello {
                 link: r.array()?,
                 path: r.u32()?,
-                source: r.name(false)?,
+                source: source(&mut r)?,
             },
             TYPE_WELCOME => Frame::Welcome { flags: r.u8()? },
             TYPE_PATH_ACK => Frame::PathAck { count: r.u64()? },
@@ -336,6 +338,33 @@ impl Frame {
                 | Frame::Pong { .. }
         )
     }
+}
+
+/// Longest source name in a `Hello`: a node name, `/`, an uplink name.
+pub const MAX_SOURCE: usize = 2 * crate::wire::MAX_NAME + 1;
+
+fn valid_source(name: &[u8]) -> bool {
+    (1..=MAX_SOURCE).contains(&name.len())
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+}
+
+fn put_source(out: &mut Vec<u8>, source: &str) {
+    let name = source.as_bytes();
+    let name = name.get(..MAX_SOURCE).unwrap_or(name);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+}
+
+fn source(r: &mut Reader<'_>) -> Result<String, FrameError> {
+    let len = usize::from(r.u8()?);
+    let raw = r.take(len)?;
+    if !valid_source(raw) {
+        return Err(FrameError::BadName);
+    }
+    // Only ASCII bytes get here.
+    String::from_utf8(raw.to_vec()).map_err(|_| FrameError::BadName)
 }
 
 fn put_u64_frame(out: &mut Vec<u8>, kind: u8, value: u64) {
@@ -539,5 +568,22 @@ mod tests {
                            payload in proptest::collection::vec(any::<u8>(), 1..300)) {
             roundtrip(Frame::Data { stream, offset, fin, payload });
         }
+    }
+
+    #[test]
+    fn a_peer_uplink_is_a_valid_source() {
+        roundtrip(Frame::Hello {
+            link: [1; 16],
+            path: 1,
+            source: "phone-1/rmnet0".into(),
+        });
+        let mut wire = Vec::new();
+        Frame::Hello {
+            link: [1; 16],
+            path: 1,
+            source: "bad name".into(),
+        }
+        .encode(&mut wire);
+        assert_eq!(Frame::decode(&wire), Err(FrameError::BadName));
     }
 }
