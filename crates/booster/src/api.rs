@@ -10,6 +10,7 @@
 //! caps), [`events`] (the snapshot and its SSE stream), and the read-only views here.
 
 pub mod events;
+pub mod listener;
 pub mod policies;
 pub mod usage;
 

@@ -73,7 +73,9 @@ pub enum DialError {
 impl DialError {
     fn from_io(e: io::Error) -> DialError {
         match e.raw_os_error() {
-            Some(libc::ECONNREFUSED) => DialError::Refused,
+            // A reset while connecting (or right after: no peer any more) came from the target,
+            // which answered: like a refusal, it says nothing against the uplink.
+            Some(libc::ECONNREFUSED) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN) => DialError::Refused,
             Some(libc::ENETUNREACH) | Some(libc::ENETDOWN) => DialError::NetUnreachable,
             Some(libc::EHOSTUNREACH) | Some(libc::EHOSTDOWN) => DialError::HostUnreachable,
             Some(libc::ETIMEDOUT) => DialError::Timeout,
@@ -352,8 +354,8 @@ pub async fn dial(
     let connect_time = started.elapsed();
     let (local_addr, peer_addr) = match &inner {
         Upstream::Tcp(t) => (
-            t.local_addr().map_err(DialError::Io)?,
-            t.peer_addr().map_err(DialError::Io)?,
+            t.local_addr().map_err(DialError::from_io)?,
+            t.peer_addr().map_err(DialError::from_io)?,
         ),
         Upstream::Emu(_) | Upstream::Peer(_) | Upstream::Bond(_) => ("0.0.0.0:0".parse().expect("literal"), addrs[0]),
     };
@@ -516,6 +518,9 @@ mod tests {
         assert!(matches!(e(libc::ENETUNREACH), DialError::NetUnreachable));
         assert!(matches!(e(libc::EHOSTUNREACH), DialError::HostUnreachable));
         assert!(matches!(e(libc::ETIMEDOUT), DialError::Timeout));
+        // A target that accepts and resets at once must not count against the uplink.
+        assert!(matches!(e(libc::ECONNRESET), DialError::Refused));
+        assert!(matches!(e(libc::ENOTCONN), DialError::Refused));
         assert!(!DialError::Refused.source_fault());
         assert!(DialError::Timeout.source_fault());
     }

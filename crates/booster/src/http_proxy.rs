@@ -141,7 +141,9 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                     target: &t,
                     pin: pin.as_deref(),
                 };
-                if !forward(ctx, &mut client, peer, &mut buf, &mut upstream, req, plan).await? {
+                // Boxed: forwarding (and splitting) has a large state that a connection waiting
+                // for its request, or tunnelling, should not carry.
+                if !Box::pin(forward(ctx, &mut client, peer, &mut buf, &mut upstream, req, plan)).await? {
                     return Ok(());
                 }
             }

@@ -2,7 +2,7 @@
 //! directions are done, propagating half-close, with an idle timeout.
 //!
 //! Between two TCP sockets ([`relay`]), bytes never enter userspace: `splice(2)` moves them
-//! socket → pipe → socket inside the kernel, with the pipe created on the first byte. Other
+//! socket → pipe → socket inside the kernel, through a pipe held only while bytes move. Other
 //! streams (emulated links) use [`pipe`], whose buffers start small and grow only when a read
 //! fills them. Either way ten thousand idle connections cost little memory.
 
@@ -200,6 +200,11 @@ const SPLICE_CHUNK: usize = 256 * 1024;
 
 /// One direction: `src` → pipe → `dst` until `src` ends, then half-closes `dst`. `count` is told
 /// every byte written (the source's and the client connection's accounting).
+///
+/// The pipe is held only while bytes are moving: made when `src` has data, dropped (empty) as
+/// soon as `src` has none left. An idle or slow connection so holds its two sockets and no
+/// pipe, and the node's open-file budget is two descriptors per connection. When no pipe can be
+/// made (out of descriptors), the burst goes through userspace instead of failing.
 async fn splice_half(
     src: &tokio::net::TcpStream,
     dst: &tokio::net::TcpStream,
@@ -208,32 +213,36 @@ async fn splice_half(
 ) -> io::Result<()> {
     use std::{os::fd::AsRawFd, sync::atomic::Ordering::Relaxed};
     use tokio::io::Interest;
-    // The pipe is made when the first byte is ready, so idle connections hold no pipe.
-    src.readable().await?;
-    let pipe = crate::sys::pipe()?;
-    let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let mut pipe: Option<crate::sys::Pipe> = None;
     loop {
         // The pipe is empty here, so "would block" can only mean the source socket.
-        let n = loop {
-            src.readable().await?;
-            match src.try_io(Interest::READABLE, || crate::sys::splice(sfd, pw, SPLICE_CHUNK)) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+        src.readable().await?;
+        let p = match &pipe {
+            Some(p) => p,
+            None => match crate::sys::pipe() {
+                Ok(p) => pipe.insert(p),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if copy_burst(src, dst, &count, moved).await? == 0 {
+                        return half_close(dst);
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
+            },
+        };
+        let (pr, pw) = (p.read.as_raw_fd(), p.write.as_raw_fd());
+        let n = match src.try_io(Interest::READABLE, || crate::sys::splice(sfd, pw, SPLICE_CHUNK)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing more for now: give the (empty) pipe back before waiting.
+                pipe = None;
+                continue;
             }
+            Err(e) => return Err(e),
         };
         if n == 0 {
-            socket2::SockRef::from(dst)
-                .shutdown(std::net::Shutdown::Write)
-                .or_else(|e| {
-                    if e.kind() == io::ErrorKind::NotConnected {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })?;
-            return Ok(());
+            return half_close(dst);
         }
         let mut left = n;
         // The pipe holds data here, so "would block" can only mean the destination socket.
@@ -251,6 +260,49 @@ async fn splice_half(
             }
         }
     }
+}
+
+/// Sends FIN on `dst` once its source ended (already closed is fine).
+fn half_close(dst: &tokio::net::TcpStream) -> io::Result<()> {
+    match socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes per userspace burst when no pipe can be made.
+const FALLBACK_CHUNK: usize = 16 * 1024;
+
+/// Moves one read's worth from `src` to `dst` through a buffer; returns how much (0 at EOF).
+async fn copy_burst(
+    src: &tokio::net::TcpStream,
+    dst: &tokio::net::TcpStream,
+    count: &impl Fn(u64),
+    moved: &std::sync::atomic::AtomicU64,
+) -> io::Result<usize> {
+    let mut buf = vec![0u8; FALLBACK_CHUNK];
+    let n = loop {
+        src.readable().await?;
+        match src.try_read(&mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let mut at = 0;
+    while at < n {
+        dst.writable().await?;
+        match dst.try_write(&buf[at..n]) {
+            Ok(w) => {
+                at += w;
+                count(w as u64);
+                moved.fetch_add(w as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

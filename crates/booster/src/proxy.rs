@@ -82,26 +82,37 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
             return;
         }
     }
-    let result = match first[0] {
-        proto::socks5::VERSION => socks::serve(stream, peer, ctx).await,
-        b'A'..=b'Z' => http_proxy::serve(stream, peer, ctx).await,
-        0x04 => {
-            // SOCKS4: answer "request rejected" in its own format so the client says why.
-            use tokio::io::AsyncWriteExt;
-            let mut s = stream;
-            let _ = s.write_all(&[0x00, 0x5b, 0, 0, 0, 0, 0, 0]).await;
-            tracing::info!(client = %peer, "SOCKS4 is not supported; use SOCKS5");
-            Ok(())
+    // Every session ends when the node kills open connections (after the drain timeout), also
+    // an idle HTTP CONNECT tunnel or a keep-alive connection waiting for its next request.
+    let session = async {
+        match first[0] {
+            proto::socks5::VERSION => socks::serve(stream, peer, ctx).await,
+            b'A'..=b'Z' => http_proxy::serve(stream, peer, ctx).await,
+            0x04 => {
+                // SOCKS4: answer "request rejected" in its own format so the client says why.
+                use tokio::io::AsyncWriteExt;
+                let mut s = stream;
+                let _ = s.write_all(&[0x00, 0x5b, 0, 0, 0, 0, 0, 0]).await;
+                tracing::info!(client = %peer, "SOCKS4 is not supported; use SOCKS5");
+                Ok(())
+            }
+            other => {
+                tracing::info!(client = %peer, first_byte = other, "neither SOCKS5 nor HTTP; closing");
+                Ok(())
+            }
         }
-        other => {
-            tracing::info!(client = %peer, first_byte = other, "neither SOCKS5 nor HTTP; closing");
-            Ok(())
-        }
+    };
+    let result = tokio::select! {
+        _ = ctx.kill.cancelled() => Ok(()),
+        r = session => r,
     };
     if let Err(e) = result {
         tracing::info!(client = %peer, error = %e, "session failed");
     }
 }
+
+/// Most bytes one read of a handshake asks for; a head needing more takes several reads.
+const READ_CHUNK: usize = 4096;
 
 /// Reads from `stream` into `buf` until `decode` yields a message, within `deadline`.
 /// `max` bounds `buf` so a client cannot make a handshake use unbounded memory.
@@ -125,20 +136,18 @@ pub async fn read_message<T, E>(
         if buf.len() >= max {
             return Err(ReadError::TooLarge);
         }
-        let start = buf.len();
-        buf.resize(max, 0);
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf[start..])).await {
-            Err(_) => {
-                buf.truncate(start);
-                return Err(ReadError::Timeout);
-            }
-            Ok(Err(e)) => {
-                buf.truncate(start);
-                return Err(ReadError::Io(e));
-            }
+        // Read into spare capacity, a chunk at a time: a slow client's handshake holds what it
+        // sent, not `max` zeroed bytes.
+        if buf.capacity() == buf.len() {
+            buf.reserve((max - buf.len()).min(READ_CHUNK));
+        }
+        let room = (max - buf.len()).min(buf.capacity() - buf.len());
+        let mut limited = bytes::BufMut::limit(&mut *buf, room);
+        let n = match tokio::time::timeout_at(deadline, stream.read_buf(&mut limited)).await {
+            Err(_) => return Err(ReadError::Timeout),
+            Ok(Err(e)) => return Err(ReadError::Io(e)),
             Ok(Ok(n)) => n,
         };
-        buf.truncate(start + n);
         if n == 0 {
             return Err(ReadError::Closed);
         }

@@ -150,7 +150,7 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
         let router = api::router(node.clone(), stop.clone());
         let stop = stop.clone();
         services.spawn(async move {
-            let _ = axum::serve(l, router)
+            let _ = axum::serve(api::listener::Limited::new(l), router)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
         });

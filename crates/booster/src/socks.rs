@@ -143,7 +143,11 @@ pub async fn carry(
         };
         if let Some((head, used)) = sniffed {
             let rest = early.split_off(used);
-            let serve = http_proxy::serve_tunnel(stream, peer, ctx, target, upstream, head, early, rest);
+            // Boxed: its state is large, and only tunnels that turned out to be HTTP need it,
+            // so every other connection's task stays small.
+            let serve = Box::pin(http_proxy::serve_tunnel(
+                stream, peer, ctx, target, upstream, head, early, rest,
+            ));
             return tokio::select! {
                 _ = ctx.kill.cancelled() => Ok(()),
                 r = serve => r,
@@ -185,7 +189,10 @@ async fn sniff_get(
     use proto::http::{RequestHead, MAX_HEAD};
     const GET: &[u8] = b"GET /";
     let start = tokio::time::Instant::now();
-    let mut from_server = [0u8; 4096];
+    // On the heap, and only while sniffing: two buffers held across awaits would otherwise
+    // make every connection's task 8 KB larger for its whole life.
+    let mut from_server = vec![0u8; 4096];
+    let mut chunk = vec![0u8; 4096];
     loop {
         let n = GET.len().min(buf.len());
         if buf[..n] != GET[..n] {
@@ -199,7 +206,6 @@ async fn sniff_get(
             }
         }
         let deadline = start + if buf.is_empty() { FIRST_BYTE_WAIT } else { wait };
-        let mut chunk = [0u8; 4096];
         tokio::select! {
             r = client.read(&mut chunk) => {
                 let n = r?;
