@@ -130,6 +130,7 @@ pub async fn run(args: GatewayArgs) -> ExitCode {
     for l in listeners {
         running.serve_gateway(l);
     }
+    let stop = start::shutdown_signal();
     eprintln!(
         "booster: gateway on {} (TCP from the LAN is steered to port {}), proxy on {}, API on {}",
         rules.lan,
@@ -137,7 +138,7 @@ pub async fn run(args: GatewayArgs) -> ExitCode {
         running.proxy_addr,
         running.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
     );
-    start::wait_for_signal().await;
+    stop.await;
     // Rules first: from now on the LAN's traffic is routed as if booster were not there. By
     // handle: a newer gateway that replaced our table keeps its own.
     let removed = match handle {

@@ -88,10 +88,11 @@ pub async fn run(args: RelayArgs) -> ExitCode {
         stop.clone(),
     );
     let addr = listener.local_addr().map_or(args.listen, |a| a);
+    let signal = crate::cmd::start::shutdown_signal();
     eprintln!("booster: relay on {addr}");
     tokio::select! {
         () = relay::serve(listener, relay) => {}
-        () = crate::cmd::start::wait_for_signal() => {}
+        () = signal => {}
     }
     stop.cancel();
     ExitCode::SUCCESS

@@ -68,12 +68,13 @@ pub async fn run(args: StartArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let stop = shutdown_signal();
     eprintln!(
         "booster: proxy on {} (SOCKS5 and HTTP), API on {}",
         running.proxy_addr,
         running.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
     );
-    wait_for_signal().await;
+    stop.await;
     eprintln!("booster: shutting down, draining open connections");
     let cut = running.shutdown().await;
     if cut > 0 {
@@ -145,11 +146,17 @@ pub fn config(args: StartArgs) -> Result<Config, ExitCode> {
     Ok(config)
 }
 
-pub async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
+/// it is first awaited: call it before announcing that the node is up, so a signal sent
+/// right after the announcement is never missed (and never kills the process outright).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
