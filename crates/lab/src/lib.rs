@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod delayline;
 pub mod emulink;
+pub mod load;
 pub mod netns;
 pub mod origin;
 pub mod plot;

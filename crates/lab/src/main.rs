@@ -41,6 +41,9 @@ enum Cmd {
     Soak(lab::soak::SoakArgs),
     /// Delete stale bt-* namespaces left by lab processes that died.
     Cleanup,
+    /// One node on loopback under 10,000 connections with steady transfers, a throughput run
+    /// and sequential connects: memory per connection, CPU per Gbit/s, connect p50/p99.
+    Load(lab::load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Soak(args) => soak(&args),
         Cmd::Cleanup => cleanup(),
+        Cmd::Load(args) => lab::load::run(args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
