@@ -75,9 +75,12 @@ pub fn run(args: LoadArgs) -> Result<()> {
     let servers = Servers::start(args.rate)?;
     let node = Node::start(&booster)?;
     println!(
-        "node pid {} on {}, servers: {servers:?}, open-file limit here {nofile}",
+        "node pid {} on {}; servers: slow {}, bulk {}, plain {}; open-file limit here {nofile}",
         node.pid(),
-        node.proxy
+        node.proxy,
+        servers.slow,
+        servers.bulk,
+        servers.plain
     );
     println!("{}", node.note.trim());
 
@@ -148,13 +151,11 @@ async fn serve(rate: u64) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug)]
 struct Servers {
     slow: SocketAddr,
     bulk: SocketAddr,
     plain: SocketAddr,
-    #[allow(dead_code)]
-    child: ChildGuard,
+    _child: ChildGuard,
 }
 
 impl Servers {
@@ -175,12 +176,11 @@ impl Servers {
             slow: w[1].parse()?,
             bulk: w[3].parse()?,
             plain: w[5].parse()?,
-            child: ChildGuard(child),
+            _child: ChildGuard(child),
         })
     }
 }
 
-#[derive(Debug)]
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
