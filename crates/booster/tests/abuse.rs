@@ -288,7 +288,9 @@ impl Proc {
         let mut cmd = match nofile {
             Some(n) => {
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(env!("CARGO_BIN_EXE_booster"));
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_booster"));
                 c
             }
             None => Command::new(env!("CARGO_BIN_EXE_booster")),
@@ -324,14 +326,7 @@ impl Proc {
                 s.push('\n');
             }
         });
-        (
-            Proc {
-                child,
-                log,
-                _dir: dir,
-            },
-            line.trim().to_string(),
-        )
+        (Proc { child, log, _dir: dir }, line.trim().to_string())
     }
 
     fn pid(&self) -> u32 {
@@ -460,7 +455,11 @@ async fn malformed_socks5_requests_get_the_precise_reply_code() {
         ("empty domain", target(&[3, 0, 0, 80]), 1),
         ("NUL in the domain", target(&[3, 3, b'a', 0, b'b', 0, 80]), 1),
         ("space in the domain", target(&[3, 3, b'a', b' ', b'b', 0, 80]), 1),
-        ("control char in the domain", target(&[3, 3, b'a', 0x1b, b'b', 0, 80]), 1),
+        (
+            "control char in the domain",
+            target(&[3, 3, b'a', 0x1b, b'b', 0, 80]),
+            1,
+        ),
         ("invalid UTF-8 domain", target(&[3, 2, 0xff, 0xfe, 0, 80]), 1),
         ("CONNECT to port 0", target(&[1, 127, 0, 0, 1, 0, 0]), 1),
     ];
@@ -473,7 +472,10 @@ async fn malformed_socks5_requests_get_the_precise_reply_code() {
     // Broken greetings are closed without a reply: there is no request to answer yet.
     for (what, bytes) in [
         ("no methods", vec![5, 0]),
-        ("no methods, then a request", vec![5, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80]),
+        (
+            "no methods, then a request",
+            vec![5, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80],
+        ),
     ] {
         assert!(raw(node.proxy, &bytes).await.is_empty(), "{what}");
     }
@@ -482,7 +484,10 @@ async fn malformed_socks5_requests_get_the_precise_reply_code() {
     // SOCKS4 gets its own "rejected", anything else is closed without a word.
     assert_eq!(raw(node.proxy, &[4, 1, 0, 80, 127, 0, 0, 1, 0]).await[..2], [0, 0x5b]);
     for first in [0u8, 1, 3, 6, 0x16, b'a', b'{', 0x7f, 0xff] {
-        assert!(raw(node.proxy, &[first, 1, 2, 3]).await.is_empty(), "first byte {first}");
+        assert!(
+            raw(node.proxy, &[first, 1, 2, 3]).await.is_empty(),
+            "first byte {first}"
+        );
     }
     eventually("clients_open back to 0", || async {
         node.node().clients_open.load(std::sync::atomic::Ordering::Relaxed) == 0
@@ -534,17 +539,37 @@ async fn malformed_http_requests_get_the_precise_status() {
     let ok = http_ok_server().await;
     let node = node_with("").await;
     let cases: Vec<(&str, String, &str)> = vec![
-        ("header without a colon", format!("GET http://{ok}/ HTTP/1.1\r\nHost {ok}\r\n\r\n"), "400"),
-        ("space before the colon", format!("GET http://{ok}/ HTTP/1.1\r\nHost : x\r\n\r\n"), "400"),
-        ("HTTP/2.0 request line", format!("GET http://{ok}/ HTTP/2.0\r\n\r\n"), "400"),
+        (
+            "header without a colon",
+            format!("GET http://{ok}/ HTTP/1.1\r\nHost {ok}\r\n\r\n"),
+            "400",
+        ),
+        (
+            "space before the colon",
+            format!("GET http://{ok}/ HTTP/1.1\r\nHost : x\r\n\r\n"),
+            "400",
+        ),
+        (
+            "HTTP/2.0 request line",
+            format!("GET http://{ok}/ HTTP/2.0\r\n\r\n"),
+            "400",
+        ),
         ("HTTP/1.1 missing", format!("GET http://{ok}/\r\n\r\n"), "400"),
-        ("NUL in the target", format!("GET http://{ok}/\0 HTTP/1.1\r\n\r\n"), "400"),
+        (
+            "NUL in the target",
+            format!("GET http://{ok}/\0 HTTP/1.1\r\n\r\n"),
+            "400",
+        ),
         (
             "bare LF line ends",
             format!("GET http://{ok}/ HTTP/1.1\nHost: x\nConnection: close\n\n"),
             "200",
         ),
-        ("obs-fold header", format!("GET http://{ok}/ HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n"), "400"),
+        (
+            "obs-fold header",
+            format!("GET http://{ok}/ HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n"),
+            "400",
+        ),
         (
             "Content-Length not a number",
             format!("POST http://{ok}/ HTTP/1.1\r\nContent-Length: abc\r\n\r\n"),
@@ -570,15 +595,43 @@ async fn malformed_http_requests_get_the_precise_status() {
             format!("POST http://{ok}/ HTTP/1.1\r\nTransfer-Encoding: bogus\r\n\r\n"),
             "400",
         ),
-        ("CONNECT without a port", "CONNECT example.com HTTP/1.1\r\n\r\n".into(), "400"),
-        ("CONNECT to port 0", "CONNECT 127.0.0.1:0 HTTP/1.1\r\n\r\n".into(), "400"),
-        ("port out of range", "GET http://127.0.0.1:99999/ HTTP/1.1\r\n\r\n".into(), "400"),
-        ("unclosed IPv6 bracket", "GET http://[::1/ HTTP/1.1\r\n\r\n".into(), "400"),
+        (
+            "CONNECT without a port",
+            "CONNECT example.com HTTP/1.1\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "CONNECT to port 0",
+            "CONNECT 127.0.0.1:0 HTTP/1.1\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "port out of range",
+            "GET http://127.0.0.1:99999/ HTTP/1.1\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "unclosed IPv6 bracket",
+            "GET http://[::1/ HTTP/1.1\r\n\r\n".into(),
+            "400",
+        ),
         ("empty host", "GET http:/// HTTP/1.1\r\n\r\n".into(), "400"),
-        ("userinfo in the URL", format!("GET http://u:p@{ok}/ HTTP/1.1\r\n\r\n"), "400"),
+        (
+            "userinfo in the URL",
+            format!("GET http://u:p@{ok}/ HTTP/1.1\r\n\r\n"),
+            "400",
+        ),
         ("not http://", format!("GET ftp://{ok}/ HTTP/1.1\r\n\r\n"), "400"),
-        ("origin form (not a proxy request)", "GET / HTTP/1.1\r\nHost: x\r\n\r\n".into(), "400"),
-        ("method of control characters", "G\x01T http://x/ HTTP/1.1\r\n\r\n".into(), "400"),
+        (
+            "origin form (not a proxy request)",
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "method of control characters",
+            "G\x01T http://x/ HTTP/1.1\r\n\r\n".into(),
+            "400",
+        ),
     ];
     let mut wrong = Vec::new();
     for (what, req, want) in &cases {
@@ -611,7 +664,10 @@ async fn oversized_heads_are_refused_and_the_largest_valid_fields_pass() {
     let r = raw(node.proxy, fits.as_bytes()).await;
     assert!(status_line(&r).starts_with("HTTP/1.1 200"), "{}", status_line(&r));
     for (what, req) in [
-        ("one long header", format!("GET http://{ok}/ HTTP/1.1\r\nX-Pad: {}\r\n\r\n", pad(max))),
+        (
+            "one long header",
+            format!("GET http://{ok}/ HTTP/1.1\r\nX-Pad: {}\r\n\r\n", pad(max)),
+        ),
         ("a long URL", format!("GET http://{ok}/{} HTTP/1.1\r\n\r\n", pad(max))),
         (
             "many headers",
@@ -622,10 +678,17 @@ async fn oversized_heads_are_refused_and_the_largest_valid_fields_pass() {
                     .collect::<String>()
             ),
         ),
-        ("a head that never ends", format!("GET http://{ok}/ HTTP/1.1\r\n{}", "X: y\r\n".repeat(max))),
+        (
+            "a head that never ends",
+            format!("GET http://{ok}/ HTTP/1.1\r\n{}", "X: y\r\n".repeat(max)),
+        ),
     ] {
         let r = raw(node.proxy, req.as_bytes()).await;
-        assert!(status_line(&r).starts_with("HTTP/1.1 431"), "{what}: {}", status_line(&r));
+        assert!(
+            status_line(&r).starts_with("HTTP/1.1 431"),
+            "{what}: {}",
+            status_line(&r)
+        );
     }
     // A SOCKS5 domain of 253 characters (the most DNS allows) resolves and connects.
     let label = |c: char| c.to_string().repeat(63);
@@ -722,7 +785,11 @@ async fn requests_written_one_byte_at_a_time_work() {
     drop(s);
     let mut s = TcpStream::connect(node.proxy).await.unwrap();
     s.set_nodelay(true).unwrap();
-    dribble(&mut s, format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes()).await;
+    dribble(
+        &mut s,
+        format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes(),
+    )
+    .await;
     let mut head = [0u8; 39];
     s.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 200 Connection established\r\n\r\n");
@@ -987,10 +1054,17 @@ async fn at_the_fd_limit_new_clients_are_refused_cleanly_and_served_again_later(
     assert!(status["node"]["clients_refused"].as_u64().unwrap() >= 16, "{status}");
     assert_eq!(status["node"]["clients_open"].as_u64(), Some(MAX as u64));
     // Logged sparingly: the 1st, 2nd, 4th, 8th and 16th refusal.
-    assert!(node.proc.log_lines("connection limit reached") <= 5, "{}", node.proc.log());
+    assert!(
+        node.proc.log_lines("connection limit reached") <= 5,
+        "{}",
+        node.proc.log()
+    );
     // Once some close, new clients are served; the rest still work.
     tunnels.truncate(MAX - 100);
-    eventually("slots freed", || async { node.clients_open().await <= (MAX - 100) as u64 }).await;
+    eventually("slots freed", || async {
+        node.clients_open().await <= (MAX - 100) as u64
+    })
+    .await;
     for _ in 0..50 {
         let mut s = socks(node.proxy, echo).await;
         echo_once(&mut s, b"served again").await;
@@ -1027,7 +1101,11 @@ async fn idle_api_connections_cannot_take_the_proxys_descriptors() {
         api_get(node.api, "/api/health").await.0 == 200
     })
     .await;
-    assert!(node.proc.log_lines("API connection limit reached") <= 10, "{}", node.proc.log());
+    assert!(
+        node.proc.log_lines("API connection limit reached") <= 10,
+        "{}",
+        node.proc.log()
+    );
     assert!(node.proc.alive());
 }
 
@@ -1044,7 +1122,9 @@ async fn capturing_forwarder(to: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<Vec<u
     let record = seen.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = l.accept().await {
-            let Ok(server) = TcpStream::connect(to).await else { continue };
+            let Ok(server) = TcpStream::connect(to).await else {
+                continue;
+            };
             let index = {
                 let mut r = record.lock().unwrap();
                 r.push(Vec::new());
@@ -1143,7 +1223,10 @@ async fn stranger(addr: SocketAddr, who: Stranger, prologue: &'static [u8], capt
     if let Stranger::Replay = who {
         // Message 1 carries no freshness, so the node answers it with message 2 ...
         let mut len = [0u8; 2];
-        tokio::time::timeout(HANG, s.read_exact(&mut len)).await.unwrap().unwrap();
+        tokio::time::timeout(HANG, s.read_exact(&mut len))
+            .await
+            .unwrap()
+            .unwrap();
         let mut msg2 = vec![0u8; usize::from(u16::from_be_bytes(len))];
         s.read_exact(&mut msg2).await.unwrap();
         // ... but the captured message 3 belongs to another handshake: refused, and closed.
@@ -1201,10 +1284,18 @@ async fn stranger_flood(addr: SocketAddr, prologue: &'static [u8], captured: &[V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_at_the_relay_are_refused_cheaply_and_logged_sparingly() {
     let echo = echo_server().await;
-    let args: Vec<String> = ["relay", "--listen", "127.0.0.1:0", "--secret", SECRET, "--allow", "127.0.0.0/8"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        SECRET,
+        "--allow",
+        "127.0.0.0/8",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let (mut relay, line) = Proc::spawn(&args, None, "booster: relay on ");
     let relay_addr: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
     // A real node bonds through a forwarder that records what it sends.
@@ -1274,11 +1365,7 @@ async fn strangers_at_the_peer_port_are_refused_cheaply_and_logged_sparingly() {
         "name = \"borrower\"\nsecret = \"{SECRET}\"\npeer_listen = \"off\"\npeer = [\"{fwd}\"]\n"
     ))
     .await;
-    let up = |b: &TestNode| {
-        booster::peer::list(b.node())
-            .first()
-            .is_some_and(|p| p.state == "up")
-    };
+    let up = |b: &TestNode| booster::peer::list(b.node()).first().is_some_and(|p| p.state == "up");
     eventually("the borrower is connected", || async { up(&borrower) }).await;
     let captured = noise_messages(&seen.lock().unwrap()[0], 2);
     let rss_before = lender.proc.status_kb("VmRSS:");
@@ -1366,16 +1453,34 @@ async fn ssrf_checks() {
     let port6 = echo6.local_addr().unwrap().port();
     drop(echo6);
     let special: Vec<(&str, Vec<u8>)> = vec![
-        ("127.0.0.1", socks_connect_bytes(SocketAddr::from(([127, 0, 0, 1], port)))),
-        ("127.1.2.3", socks_connect_bytes(SocketAddr::from(([127, 1, 2, 3], port)))),
+        (
+            "127.0.0.1",
+            socks_connect_bytes(SocketAddr::from(([127, 0, 0, 1], port))),
+        ),
+        (
+            "127.1.2.3",
+            socks_connect_bytes(SocketAddr::from(([127, 1, 2, 3], port))),
+        ),
         ("::1", socks_connect_bytes(format!("[::1]:{port6}").parse().unwrap())),
-        ("::ffff:127.0.0.1", socks_connect_bytes(format!("[::ffff:127.0.0.1]:{port}").parse().unwrap())),
-        ("::ffff:169.254.169.254", socks_connect_bytes("[::ffff:169.254.169.254]:80".parse().unwrap())),
-        ("169.254.169.254 (cloud metadata)", socks_connect_bytes("169.254.169.254:80".parse().unwrap())),
+        (
+            "::ffff:127.0.0.1",
+            socks_connect_bytes(format!("[::ffff:127.0.0.1]:{port}").parse().unwrap()),
+        ),
+        (
+            "::ffff:169.254.169.254",
+            socks_connect_bytes("[::ffff:169.254.169.254]:80".parse().unwrap()),
+        ),
+        (
+            "169.254.169.254 (cloud metadata)",
+            socks_connect_bytes("169.254.169.254:80".parse().unwrap()),
+        ),
         ("10.1.2.3", socks_connect_bytes("10.1.2.3:80".parse().unwrap())),
         ("172.16.5.4", socks_connect_bytes("172.16.5.4:80".parse().unwrap())),
         ("192.168.1.1", socks_connect_bytes("192.168.1.1:80".parse().unwrap())),
-        ("100.64.0.1 (CGNAT)", socks_connect_bytes("100.64.0.1:80".parse().unwrap())),
+        (
+            "100.64.0.1 (CGNAT)",
+            socks_connect_bytes("100.64.0.1:80".parse().unwrap()),
+        ),
         ("0.0.0.0", socks_connect_bytes(SocketAddr::from(([0, 0, 0, 0], port)))),
         ("224.0.0.1", socks_connect_bytes("224.0.0.1:80".parse().unwrap())),
         ("fe80::1", socks_connect_bytes("[fe80::1]:80".parse().unwrap())),
@@ -1455,7 +1560,10 @@ async fn api_request(api: SocketAddr, method: &str, path: &str, auth: Option<&st
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let text = String::from_utf8_lossy(&r);
-    (status, text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string())
+    (
+        status,
+        text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1466,7 +1574,15 @@ async fn off_loopback_the_api_refuses_writes_and_near_miss_tokens() {
         let config = dir.path().join("booster.toml");
         std::fs::write(&config, format!("api = \"{api}\"\n")).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_booster"))
-            .args(["start", "--iface", "lo", "--listen", "127.0.0.1:0", "--probe-target", "none"])
+            .args([
+                "start",
+                "--iface",
+                "lo",
+                "--listen",
+                "127.0.0.1:0",
+                "--probe-target",
+                "none",
+            ])
             .args(["--no-mdns", "--data-dir"])
             .arg(dir.path())
             .arg("--config")
@@ -1474,7 +1590,10 @@ async fn off_loopback_the_api_refuses_writes_and_near_miss_tokens() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "api = {api}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("api_token"), "api = {api}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("api_token"),
+            "api = {api}"
+        );
     }
     const TOKEN: &str = "t0ken-for-the-lan";
     let node = NodeProc::start(&format!("api_token = \"{TOKEN}\"\n"), &["--api", "0.0.0.0:0"], None);
