@@ -8,7 +8,7 @@
 use crate::{
     balancer,
     dial::{DialError, Metered},
-    proxy::{read_message, secret_eq, Ctx, ReadError},
+    proxy::{at_line_ends, read_message, secret_eq, Ctx, ReadError},
     socks::SessionError,
     split,
     target::Target,
@@ -62,9 +62,13 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
             node.config.idle_timeout
         };
         let deadline = tokio::time::Instant::now() + wait;
-        let head = match read_message(&mut client, &mut buf, http::MAX_HEAD, deadline, |b| {
-            RequestHead::decode(b, http::MAX_HEAD)
-        })
+        let head = match read_message(
+            &mut client,
+            &mut buf,
+            http::MAX_HEAD,
+            deadline,
+            at_line_ends(|b| RequestHead::decode(b, http::MAX_HEAD)),
+        )
         .await
         {
             Ok(h) => h,
@@ -181,9 +185,15 @@ pub async fn serve_tunnel(
             Some(r) => r,
             None => {
                 let deadline = tokio::time::Instant::now() + idle;
-                match read_message(&mut client, &mut buf, http::MAX_HEAD, deadline, |b| {
-                    RequestHead::decode(b, http::MAX_HEAD).map(|r| r.map(|(h, n)| ((h, b[..n].to_vec()), n)))
-                })
+                match read_message(
+                    &mut client,
+                    &mut buf,
+                    http::MAX_HEAD,
+                    deadline,
+                    at_line_ends(|b| {
+                        RequestHead::decode(b, http::MAX_HEAD).map(|r| r.map(|(h, n)| ((h, b[..n].to_vec()), n)))
+                    }),
+                )
                 .await
                 {
                     Ok(r) => r,
@@ -481,9 +491,13 @@ async fn exchange(
     let mut rbuf = Vec::with_capacity(4096);
     loop {
         let deadline = tokio::time::Instant::now() + idle;
-        let resp = match read_message(up, &mut rbuf, http::MAX_HEAD, deadline, |b| {
-            ResponseHead::decode(b, http::MAX_HEAD)
-        })
+        let resp = match read_message(
+            up,
+            &mut rbuf,
+            http::MAX_HEAD,
+            deadline,
+            at_line_ends(|b| ResponseHead::decode(b, http::MAX_HEAD)),
+        )
         .await
         {
             Ok(r) => r,

@@ -154,6 +154,23 @@ pub async fn read_message<T, E>(
     }
 }
 
+/// Wraps the decoder of a line-based head (HTTP) so it runs again only once a line has ended
+/// since its last run: a head dribbled one byte per segment is then parsed once per line (a
+/// head has at most [`proto::http::MAX_HEADERS`] + 2 lines before it is refused), not once per
+/// byte, which for a 16 KiB head was 16,000 parses of up to 16 KiB each. A malformed line is
+/// still found, at its end.
+pub fn at_line_ends<T, E>(decode: impl Fn(&[u8]) -> Result<Option<T>, E>) -> impl Fn(&[u8]) -> Result<Option<T>, E> {
+    let parsed_up_to = std::cell::Cell::new(None::<usize>);
+    move |buf: &[u8]| {
+        if let Some(from) = parsed_up_to.replace(Some(buf.len())) {
+            if !buf[from.min(buf.len())..].contains(&b'\n') {
+                return Ok(None);
+            }
+        }
+        decode(buf)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError<E> {
     #[error("malformed: {0}")]
@@ -175,4 +192,88 @@ pub fn secret_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
     }
     diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    /// Hands out its bytes one per read, as a client writing one byte per segment does.
+    struct Dribble(Vec<u8>, usize);
+
+    impl tokio::io::AsyncRead for Dribble {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if let Some(&b) = self.0.get(self.1) {
+                buf.put_slice(&[b]);
+                self.1 += 1;
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dribbled_head_is_parsed_once_per_line_not_once_per_byte() {
+        let mut head = b"GET http://example.com/ HTTP/1.1\r\n".to_vec();
+        for i in 0..40 {
+            head.extend_from_slice(format!("X-Header-{i}: {}\r\n", "v".repeat(200)).as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let lines = head.iter().filter(|b| **b == b'\n').count();
+        let calls = std::cell::Cell::new(0usize);
+        let mut buf = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let got = read_message(
+            &mut Dribble(head.clone(), 0),
+            &mut buf,
+            proto::http::MAX_HEAD,
+            deadline,
+            at_line_ends(|b| {
+                calls.set(calls.get() + 1);
+                proto::http::RequestHead::decode(b, proto::http::MAX_HEAD)
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.headers.len(), 40);
+        assert!(
+            calls.get() <= lines + 1,
+            "{} parses for {} bytes in {lines} lines",
+            calls.get(),
+            head.len()
+        );
+        // A malformed line is still refused (at its end), and a head sent whole is parsed once.
+        let mut buf = Vec::new();
+        let bad = read_message(
+            &mut Dribble(b"GET http://x/ HTTP/1.1\r\nno colon here\r\nX: y\r\n".to_vec(), 0),
+            &mut buf,
+            proto::http::MAX_HEAD,
+            deadline,
+            at_line_ends(|b| proto::http::RequestHead::decode(b, proto::http::MAX_HEAD)),
+        )
+        .await;
+        assert!(matches!(bad, Err(ReadError::Malformed(_))), "{bad:?}");
+        calls.set(0);
+        let mut buf = head.clone();
+        let whole = read_message(
+            &mut Dribble(Vec::new(), 0),
+            &mut buf,
+            proto::http::MAX_HEAD,
+            deadline,
+            at_line_ends(|b| {
+                calls.set(calls.get() + 1);
+                proto::http::RequestHead::decode(b, proto::http::MAX_HEAD)
+            }),
+        )
+        .await;
+        assert!(whole.is_ok());
+        assert_eq!(calls.get(), 1);
+    }
 }
