@@ -22,18 +22,27 @@ const SECRET: &str = "bond test secret";
 async fn start_relay(secret: &str) -> (SocketAddr, Arc<Relay>, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (relay, stop) = serve_relay(listener, secret, vec![Pattern::parse("127.0.0.0/8").unwrap()]);
+    (addr, relay, stop)
+}
+
+/// Runs a relay on `listener` that may reach the special networks in `allow`.
+fn serve_relay(
+    listener: tokio::net::TcpListener,
+    secret: &str,
+    allow: Vec<Pattern>,
+) -> (Arc<Relay>, CancellationToken) {
     let stop = CancellationToken::new();
-    let psk = booster::noise::derive_psk(secret);
     let relay = Relay::new(
         RelayConfig {
-            psk,
+            psk: booster::noise::derive_psk(secret),
             identity: Identity::generate(),
-            allow: vec![Pattern::parse("127.0.0.0/8").unwrap()],
+            allow,
         },
         stop.clone(),
     );
     tokio::spawn(relay::serve(listener, relay.clone()));
-    (addr, relay, stop)
+    (relay, stop)
 }
 
 async fn bonded_node(relay: SocketAddr, secret: &str, rules: &str, links: &[EmuLink]) -> Running {
@@ -251,15 +260,7 @@ async fn the_relay_refuses_private_targets_unless_allowed() {
     // This relay allows nothing special: loopback targets are refused.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let relay = Relay::new(
-        RelayConfig {
-            psk: booster::noise::derive_psk(SECRET),
-            identity: Identity::generate(),
-            allow: Vec::new(),
-        },
-        CancellationToken::new(),
-    );
-    tokio::spawn(relay::serve(listener, relay.clone()));
+    let _relay = serve_relay(listener, SECRET, Vec::new());
     let o = common::origin();
     let links = links();
     let node = bonded_node(addr, SECRET, "bond = [\"all\"]", &links).await;
@@ -416,15 +417,7 @@ async fn a_relay_restart_resets_old_streams_cleanly_and_new_ones_work() {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    let relay = Relay::new(
-        RelayConfig {
-            psk: booster::noise::derive_psk(SECRET),
-            identity: Identity::generate(),
-            allow: vec![Pattern::parse("127.0.0.0/8").unwrap()],
-        },
-        CancellationToken::new(),
-    );
-    tokio::spawn(relay::serve(listener, relay));
+    let _relay = serve_relay(listener, SECRET, vec![Pattern::parse("127.0.0.0/8").unwrap()]);
     // The old stream fails with an error, not a hang and not silently wrong data.
     let r = echo_once(&mut old, "lost?\n", Duration::from_secs(20)).await;
     let e = r.expect_err("a stream of the old relay cannot survive its restart");
