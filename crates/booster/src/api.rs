@@ -136,6 +136,7 @@ pub fn status_json(node: &Node) -> serde_json::Value {
             "clients_open": node.clients_open.load(Relaxed),
             "clients_total": node.clients_total.load(Relaxed),
             "clients_refused": node.clients_refused.load(Relaxed),
+            "tasks": alive_tasks(),
             "month": crate::store::current_month(),
         },
         "sources": node.views(),
@@ -146,6 +147,13 @@ pub fn status_json(node: &Node) -> serde_json::Value {
         "connections": { "open": node.conns.open(), "per_source": node.conns.per_source() },
         "relays": node.relays_json(),
     })
+}
+
+/// Tasks alive on the node's runtime (connections, pumps, timers): a leak shows here first.
+pub fn alive_tasks() -> usize {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_alive_tasks())
+        .unwrap_or(0)
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {

@@ -18,7 +18,7 @@
 //! died.
 
 use crate::{
-    balancer,
+    balancer, logs,
     proxy::Ctx,
     target::{Host, Target},
 };
@@ -26,7 +26,6 @@ use std::{
     io::Write,
     net::{IpAddr, SocketAddr},
     process::{Command, Stdio},
-    sync::atomic::Ordering::Relaxed,
     time::Duration,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -195,21 +194,20 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, stop: CancellationToken, tra
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "gateway accept failed");
+                    logs::throttled!(warn, logs::ACCEPTS, error = %e, "gateway accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let Some(admitted) = ctx.node.admit_client() else {
+            continue;
+        };
         let ctx = ctx.clone();
         tracker.spawn(async move {
-            ctx.node.clients_open.fetch_add(1, Relaxed);
-            ctx.node.clients_total.fetch_add(1, Relaxed);
-            ctx.node.note_accept(std::time::Instant::now());
             let conn = ctx.node.conns.register(peer);
             conn.scope(handle(tcp, peer, &ctx)).await;
-            drop(conn);
-            ctx.node.clients_open.fetch_sub(1, Relaxed);
+            drop((conn, admitted));
         });
     }
 }
@@ -238,7 +236,7 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     let upstream = match connected {
         Ok(u) => u,
         Err(e) => {
-            tracing::info!(client = %peer, %target, error = %e, "gateway connect failed");
+            logs::throttled!(info, logs::DIALS, client = %peer, %target, error = %e, "gateway connect failed");
             // A reset tells the device at once, as a refused connection would.
             let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
             return;

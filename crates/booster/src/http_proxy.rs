@@ -8,6 +8,7 @@
 use crate::{
     balancer,
     dial::{DialError, Metered},
+    logs,
     proxy::{at_line_ends, read_message, secret_eq, Ctx, ReadError},
     socks::SessionError,
     split,
@@ -78,7 +79,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
             }
             Err(ReadError::TooLarge) => return respond(&mut client, 431, &[], "request head too large").await,
             Err(ReadError::Malformed(e)) => {
-                tracing::info!(client = %peer, error = %e, "bad HTTP request");
+                logs::throttled!(info, logs::CLIENTS, client = %peer, error = %e, "bad HTTP request");
                 return respond(&mut client, e.status(), &[], &e.to_string()).await;
             }
             Err(ReadError::Closed) => return Ok(()),
@@ -88,7 +89,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
 
         if let Some(creds) = &node.config.auth {
             if !authorized(&head, &creds.username, creds.password.expose()) {
-                tracing::info!(client = %peer, "HTTP proxy authentication failed");
+                logs::throttled!(info, logs::CLIENTS, client = %peer, "HTTP proxy authentication failed");
                 return respond(
                     &mut client,
                     407,
@@ -224,7 +225,7 @@ pub async fn serve_tunnel(
                 None => match balancer::connect(&ctx.node, &target, ctx.scorer.as_ref()).await {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::info!(client = %peer, %target, error = %e, "SOCKS5 reconnect failed");
+                        logs::throttled!(info, logs::DIALS, client = %peer, %target, error = %e, "SOCKS5 reconnect failed");
                         return Ok(());
                     }
                 },
@@ -649,7 +650,7 @@ async fn dial_failed(
     target: &Target,
     e: DialError,
 ) -> Result<(), SessionError> {
-    tracing::info!(client = %peer, %target, error = %e, "HTTP proxy connect failed");
+    logs::throttled!(info, logs::DIALS, client = %peer, %target, error = %e, "HTTP proxy connect failed");
     respond(
         client,
         e.http_status(),

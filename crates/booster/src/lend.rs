@@ -10,6 +10,7 @@
 
 use crate::{
     dial::dial,
+    logs,
     noise::{self, NoiseStream},
     peer::{DEAD_AFTER, HANDSHAKE_TIMEOUT, HEARTBEAT, MAX_DATA},
     source::{Health, Source, SourceKind},
@@ -21,10 +22,7 @@ use proto::{
     socks5::{Address, Reply},
 };
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering::Relaxed},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
     time::{Duration, Instant},
 };
 use tokio::{
@@ -34,8 +32,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Peer channels served at once; more wait at accept (each costs a handshake and two sockets).
-const MAX_CHANNELS: usize = 4096;
+/// Peer handshakes under way at once; more are refused at accept. Each holds a socket outside
+/// the node's connection slots (`booster start` leaves room for them in the open-file limit);
+/// a channel takes a slot once its handshake succeeded.
+pub const MAX_HANDSHAKES: usize = 256;
 /// How often a control channel checks whether the load changed enough to report.
 const LOAD_EVERY: Duration = Duration::from_millis(250);
 
@@ -140,51 +140,54 @@ pub fn loads(node: &Node) -> Vec<UplinkLoad> {
 
 /// Serves the peer port until `stop`.
 pub async fn serve(listener: TcpListener, node: Arc<Node>, stop: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_CHANNELS));
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
         let (tcp, from) = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "peer accept failed");
+                    logs::throttled!(warn, logs::ACCEPTS, error = %e, "peer accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            logs::throttled!(info, logs::STRANGERS, peer = %from, "peer handshake refused: too many at once");
+            continue;
+        };
         let node2 = node.clone();
         node.tasks.spawn(async move {
             let _ = tcp.set_nodelay(true);
-            if let Err(e) = channel(tcp, &node2).await {
+            if let Err(e) = channel(tcp, from, &node2, handshake).await {
                 tracing::debug!(peer = %from, error = %e, "peer channel ended");
             }
-            drop(permit);
         });
     }
 }
 
-static REFUSED: AtomicU64 = AtomicU64::new(0);
-
-async fn channel(tcp: TcpStream, node: &Arc<Node>) -> Result<(), String> {
-    let from = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+/// Runs a peer channel: the handshake (holding `handshake`), then, in a connection slot, the
+/// control channel or a stream.
+async fn channel(
+    tcp: TcpStream,
+    from: std::net::SocketAddr,
+    node: &Arc<Node>,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), String> {
     let keys = node.peer_keys.as_ref().ok_or("no keys")?;
-    let (mut ch, _remote) =
-        match noise::accept(noise::Channel::Peer, tcp, &keys.psk, &keys.identity, HANDSHAKE_TIMEOUT).await {
-            Ok(x) => x,
-            Err(e) => {
-                // Refused handshakes are cheap and logged sparingly: the 1st, 2nd, 4th, 8th...
-                let n = REFUSED.fetch_add(1, Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::info!(peer = %from, refused = n, error = %e, "peer handshake refused (wrong secret?)");
-                }
-                return Ok(());
-            }
-        };
+    let accepted = noise::accept(noise::Channel::Peer, tcp, &keys.psk, &keys.identity, HANDSHAKE_TIMEOUT).await;
+    drop(handshake);
+    let mut ch = match accepted {
+        Ok((ch, _remote)) => ch,
+        Err(e) => {
+            logs::throttled!(info, logs::STRANGERS, peer = %from, error = %e, "peer handshake refused (wrong secret?)");
+            return Ok(());
+        }
+    };
+    let Some(_slot) = node.slot() else {
+        return Ok(());
+    };
     let first = tokio::time::timeout(DEAD_AFTER, ch.recv())
         .await
         .map_err(|_| "no first frame")?

@@ -31,6 +31,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod http_proxy;
 pub mod lend;
+pub mod logs;
 pub mod mdns;
 pub mod metrics;
 pub mod noise;

@@ -158,6 +158,13 @@ impl Collector for NodeCollector {
         )?;
         single(
             &mut enc,
+            "booster_tasks",
+            "Tasks alive on the node's runtime.",
+            None,
+            ConstGauge::new(crate::api::alive_tasks() as i64),
+        )?;
+        single(
+            &mut enc,
             "booster_uptime",
             "Time since the node started.",
             Some(Unit::Seconds),

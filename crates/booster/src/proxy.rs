@@ -2,16 +2,9 @@
 //! `max_connections`; every connection task is owned by a [`TaskTracker`] and stops on the
 //! node's cancellation token.
 
-use crate::{balancer::Scorer, http_proxy, socks, state::Node};
-use std::{
-    net::SocketAddr,
-    sync::{atomic::Ordering::Relaxed, Arc},
-    time::Duration,
-};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::Semaphore,
-};
+use crate::{balancer::Scorer, http_proxy, logs, socks, state::Node};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// What every session needs: the node, the scoring policy and the token that ends it.
@@ -25,7 +18,6 @@ pub struct Ctx {
 
 /// Accepts until `stop` is cancelled. Connection tasks go to `tracker`.
 pub async fn serve(listener: TcpListener, ctx: Ctx, stop: CancellationToken, tracker: TaskTracker) {
-    let limit = Arc::new(Semaphore::new(ctx.node.config.max_connections));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -33,34 +25,20 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, stop: CancellationToken, tra
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    // At the limit: refuse this one cleanly (close) and keep serving the rest.
-                    let refused = ctx.node.clients_refused.fetch_add(1, Relaxed);
-                    if refused.is_power_of_two() {
-                        tracing::warn!(
-                            max = ctx.node.config.max_connections,
-                            refused = refused + 1,
-                            "connection limit reached; refusing new connections"
-                        );
-                    }
-                    drop(stream);
+                // At the limit: refuse this one cleanly (close) and keep serving the rest.
+                let Some(admitted) = ctx.node.admit_client() else {
                     continue;
                 };
                 let ctx = ctx.clone();
                 tracker.spawn(async move {
-                    ctx.node.clients_open.fetch_add(1, Relaxed);
-                    ctx.node.clients_total.fetch_add(1, Relaxed);
-                    ctx.node.note_accept(std::time::Instant::now());
                     let conn = ctx.node.conns.register(peer);
                     conn.scope(handle(stream, peer, &ctx)).await;
-                    drop(conn);
-                    ctx.node.clients_open.fetch_sub(1, Relaxed);
-                    drop(permit);
+                    drop((conn, admitted));
                 });
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning or dying.
-                tracing::warn!(error = %e, "accept failed");
+                logs::throttled!(warn, logs::ACCEPTS, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -93,11 +71,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
                 use tokio::io::AsyncWriteExt;
                 let mut s = stream;
                 let _ = s.write_all(&[0x00, 0x5b, 0, 0, 0, 0, 0, 0]).await;
-                tracing::info!(client = %peer, "SOCKS4 is not supported; use SOCKS5");
+                logs::throttled!(info, logs::CLIENTS, client = %peer, "SOCKS4 is not supported; use SOCKS5");
                 Ok(())
             }
             other => {
-                tracing::info!(client = %peer, first_byte = other, "neither SOCKS5 nor HTTP; closing");
+                logs::throttled!(info, logs::CLIENTS, client = %peer, first_byte = other, "neither SOCKS5 nor HTTP; closing");
                 Ok(())
             }
         }
@@ -107,7 +85,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
         r = session => r,
     };
     if let Err(e) = result {
-        tracing::info!(client = %peer, error = %e, "session failed");
+        logs::throttled!(info, logs::CLIENTS, client = %peer, error = %e, "session failed");
     }
 }
 

@@ -14,6 +14,7 @@ use crate::{
         link::{Handler, Shared},
         path, BondStream,
     },
+    logs,
     noise::{self, Channel, Identity},
     policy::Pattern,
 };
@@ -23,7 +24,7 @@ use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -80,13 +81,12 @@ impl Relay {
 
 /// Accepts paths until `stop`.
 pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
-    let mut last_refusal_log = Instant::now() - Duration::from_secs(60);
     loop {
         let (tcp, from) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "relay accept failed");
+                    logs::throttled!(warn, logs::ACCEPTS, error = %e, "relay accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -94,7 +94,7 @@ pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
             _ = relay.stop.cancelled() => return,
         };
         let Ok(permit) = relay.handshakes.clone().try_acquire_owned() else {
-            count_refusal(&relay, &mut last_refusal_log, from, "too many handshakes at once");
+            refused(&relay, from, "too many handshakes at once");
             continue;
         };
         let relay2 = relay.clone();
@@ -103,27 +103,16 @@ pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
             drop(permit);
             match accepted {
                 Ok(run) => run.await,
-                Err(why) => {
-                    relay2.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::debug!(%from, %why, "path refused");
-                }
+                Err(why) => refused(&relay2, from, &why),
             }
         });
-        // Summarise refusals now and then rather than logging each (a scan would flood).
-        let refused = relay.refused.load(std::sync::atomic::Ordering::Relaxed);
-        if refused > 0 && last_refusal_log.elapsed() > Duration::from_secs(60) {
-            last_refusal_log = Instant::now();
-            tracing::info!(refused, "paths refused so far (wrong secret, garbage or timeout)");
-        }
     }
 }
 
-fn count_refusal(relay: &Relay, last: &mut Instant, from: SocketAddr, why: &str) {
-    relay.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if last.elapsed() > Duration::from_secs(60) {
-        *last = Instant::now();
-        tracing::info!(%from, why, "path refused");
-    }
+/// Counts a refused path; a scan repeats forever, so the log hears of it once a minute.
+fn refused(relay: &Relay, from: SocketAddr, why: &str) {
+    let refused = relay.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    logs::throttled!(info, logs::STRANGERS, %from, why, refused, "path refused");
 }
 
 /// Runs the handshake and `Hello`, joins the path to its link, and returns the path's pump.

@@ -6,7 +6,7 @@
 use crate::{
     balancer,
     dial::Metered,
-    http_proxy,
+    http_proxy, logs,
     proxy::{read_message, secret_eq, Ctx, ReadError},
     target::Target,
     udp,
@@ -97,7 +97,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
     match request.command {
         Command::Bind => {
             reply(&mut stream, Reply::CommandNotSupported, &unspecified).await?;
-            tracing::info!(client = %peer, "SOCKS5 BIND is not supported");
+            logs::throttled!(info, logs::CLIENTS, client = %peer, "SOCKS5 BIND is not supported");
             Ok(())
         }
         Command::UdpAssociate => udp::associate(stream, peer, request.addr, ctx).await,
@@ -111,7 +111,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result
                 Ok(u) => u,
                 Err(e) => {
                     reply(&mut stream, e.socks_reply(), &unspecified).await?;
-                    tracing::info!(client = %peer, %target, error = %e, "CONNECT failed");
+                    logs::throttled!(info, logs::DIALS, client = %peer, %target, error = %e, "CONNECT failed");
                     return Ok(());
                 }
             };

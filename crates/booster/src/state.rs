@@ -12,7 +12,10 @@ use crate::{
 };
 use std::{
     collections::HashMap,
-    sync::{atomic::AtomicU64, Arc, Mutex, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex, RwLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -23,6 +26,19 @@ pub const TICK: Duration = Duration::from_millis(250);
 const MAX_STICKY: usize = 10_000;
 /// Accept times remembered to recognise a burst of new connections.
 pub const ACCEPT_HISTORY: usize = 16;
+
+/// A client connection the node took on: gives back its slot and its place in `clients_open`
+/// when dropped.
+pub struct Admitted {
+    node: Arc<Node>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.node.clients_open.fetch_sub(1, Relaxed);
+    }
+}
 
 pub struct Node {
     pub config: Config,
@@ -35,6 +51,10 @@ pub struct Node {
     pub clients_total: AtomicU64,
     /// Client connections refused because the node was at `max_connections`.
     pub clients_refused: AtomicU64,
+    /// One permit per connection the node holds for someone else: proxy and gateway clients
+    /// and peers' channels, `max_connections` in all (which `booster start` fits to the
+    /// open-file limit), so no port can take the descriptors another one needs.
+    slots: Arc<tokio::sync::Semaphore>,
     sources: RwLock<Vec<Arc<Source>>>,
     policies: RwLock<Arc<Policies>>,
     sticky: Mutex<HashMap<String, (String, Instant)>>,
@@ -81,6 +101,7 @@ impl Node {
             clients_open: AtomicU64::new(0),
             clients_total: AtomicU64::new(0),
             clients_refused: AtomicU64::new(0),
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             sources: RwLock::new(Vec::new()),
             policies: RwLock::new(Arc::new(policies)),
             sticky: Mutex::new(HashMap::new()),
@@ -148,8 +169,37 @@ impl Node {
         Ok(())
     }
 
+    /// A slot for one more connection, or `None` at `max_connections`: the caller closes the
+    /// connection, and the refusal is counted in `clients_refused` and logged sparingly.
+    pub fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slot = self.slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.clients_refused.fetch_add(1, Relaxed);
+            crate::logs::throttled!(
+                warn,
+                crate::logs::FULL,
+                max = self.config.max_connections,
+                "connection limit reached; refusing new connections"
+            );
+        }
+        slot
+    }
+
+    /// Takes on a client connection (proxy or gateway): its slot, and its place in the counts
+    /// and in the burst history. `None` at the limit (see [`Node::slot`]).
+    pub fn admit_client(self: &Arc<Node>) -> Option<Admitted> {
+        let slot = self.slot()?;
+        self.clients_open.fetch_add(1, Relaxed);
+        self.clients_total.fetch_add(1, Relaxed);
+        self.note_accept(Instant::now());
+        Some(Admitted {
+            node: self.clone(),
+            _slot: slot,
+        })
+    }
+
     /// A client connection was accepted (proxy or gateway).
-    pub fn note_accept(&self, now: Instant) {
+    fn note_accept(&self, now: Instant) {
         let mut accepts = self.accepts.lock().unwrap_or_else(|e| e.into_inner());
         if accepts.len() == ACCEPT_HISTORY {
             accepts.pop_front();

@@ -13,8 +13,8 @@
 //! - every transfer completes with the right bytes, or fails; each failure is attributed to the
 //!   chaos events overlapping it (plus [`SETTLE`] after each event), and the redundant session
 //!   may only be reset by a relay restart;
-//! - home's RSS, open fds and threads, sampled every [`SAMPLE_EVERY`], idle after warm-up vs
-//!   idle at the end;
+//! - home's RSS, open fds, threads and runtime tasks, sampled every [`SAMPLE_EVERY`], idle
+//!   after warm-up vs idle at the end, and RSS over the run (flat, or growing?);
 //! - home's usage counters of its local uplink vs the kernel's interface counters over the same
 //!   interval, headers taken out per packet ([`Mark`]).
 //!
@@ -154,6 +154,8 @@ pub struct Sample {
     pub rss_kib: u64,
     pub fds: u64,
     pub threads: u64,
+    /// Tasks alive on home's runtime (`/api/status` `node.tasks`); 0 if the API did not answer.
+    pub tasks: u64,
 }
 
 /// Usage vs kernel counters of one uplink over the measured interval.
@@ -210,6 +212,47 @@ impl Summary {
 
     pub fn count(&self, v: Verdict) -> usize {
         self.judged().iter().filter(|j| j.1 == v).count()
+    }
+
+    /// RSS per tenth of the run (its highest and last sample), so growth shows as a trend
+    /// rather than as one number: a leak climbs tenth after tenth, an allocator settling on
+    /// its working set climbs early and then stays.
+    fn rss_over_time(&self, s: &mut String) {
+        let tenths = 10;
+        let span = self.secs / tenths as f64;
+        if self.samples.is_empty() || span <= 0.0 {
+            return;
+        }
+        let mib = |k: u64| k as f64 / 1024.0;
+        s.push_str("RSS over the run (MiB; the highest and the last 10 s sample of each tenth):\n\n");
+        s.push_str("| from (s) | highest | last | tasks (last) |\n|---:|---:|---:|---:|\n");
+        let mut peaks = Vec::new();
+        for i in 0..tenths {
+            let (from, to) = (span * i as f64, span * (i + 1) as f64);
+            let part: Vec<&Sample> = self.samples.iter().filter(|x| x.t >= from && x.t < to).collect();
+            let (Some(high), Some(last)) = (part.iter().map(|x| x.rss_kib).max(), part.last()) else {
+                continue;
+            };
+            peaks.push(high);
+            s.push_str(&format!(
+                "| {from:.0} | {:.1} | {:.1} | {} |\n",
+                mib(high),
+                mib(last.rss_kib),
+                last.tasks
+            ));
+        }
+        if peaks.len() >= 4 {
+            let half = peaks.len() / 2;
+            let first = *peaks[..half].iter().max().unwrap_or(&0);
+            let second = *peaks[half..].iter().max().unwrap_or(&0);
+            s.push_str(&format!(
+                "\nHighest in the first half {:.1} MiB, in the second half {:.1} MiB ({:+.1} MiB).\n",
+                mib(first),
+                mib(second),
+                mib(second) - mib(first)
+            ));
+        }
+        s.push('\n');
     }
 
     pub fn fd_delta(&self) -> i64 {
@@ -353,6 +396,7 @@ impl Summary {
         let max_rss = self.samples.iter().map(|x| x.rss_kib).max().unwrap_or(0);
         let max_fds = self.samples.iter().map(|x| x.fds).max().unwrap_or(0);
         let max_thr = self.samples.iter().map(|x| x.threads).max().unwrap_or(0);
+        let max_tasks = self.samples.iter().map(|x| x.tasks).max().unwrap_or(0);
         w(
             &mut s,
             "| | idle after warm-up | idle at the end | max under load (every 10 s) |".into(),
@@ -378,16 +422,25 @@ impl Summary {
                 self.baseline.threads, self.last.threads, max_thr
             ),
         );
+        w(
+            &mut s,
+            format!(
+                "| runtime tasks | {} | {} | {} |",
+                self.baseline.tasks, self.last.tasks, max_tasks
+            ),
+        );
         w(&mut s, String::new());
         w(
             &mut s,
             format!(
-                "fds at the end minus the baseline: {:+} (slack ±{FD_SLACK}). {} samples.",
+                "fds at the end minus the baseline: {:+} (slack ±{FD_SLACK}); tasks {:+}. {} samples.",
                 self.fd_delta(),
+                self.last.tasks as i64 - self.baseline.tasks as i64,
                 self.samples.len()
             ),
         );
         w(&mut s, String::new());
+        self.rss_over_time(&mut s);
         w(&mut s, "## Usage counters vs interface counters".into());
         w(&mut s, String::new());
         w(
@@ -616,13 +669,14 @@ pub fn run(args: &SoakArgs) -> Result<Summary> {
     }
     warm_echo(&target).context("warm-up echo session")?;
     procs::sleep(IDLE)?;
-    let baseline = sample(home_pid, 0.0)?;
+    let baseline = sample(home_pid, &target, 0.0)?;
     let marks0 = usage_marks(&lab, &home)?;
     println!(
-        "baseline (idle after warm-up): RSS {:.1} MiB, {} fds, {} threads",
+        "baseline (idle after warm-up): RSS {:.1} MiB, {} fds, {} threads, {} tasks",
         baseline.rss_kib as f64 / 1024.0,
         baseline.fds,
-        baseline.threads
+        baseline.threads,
+        baseline.tasks
     );
 
     let shared = Shared {
@@ -656,7 +710,7 @@ pub fn run(args: &SoakArgs) -> Result<Summary> {
         sc.spawn(move || echo_session(tg, sh));
         sc.spawn(move || {
             while !sh.stopped() {
-                if let Ok(s) = sample(home_pid, sh.now()) {
+                if let Ok(s) = sample(home_pid, tg, sh.now()) {
                     sh.samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
                 }
                 let end = Instant::now() + SAMPLE_EVERY;
@@ -689,7 +743,7 @@ pub fn run(args: &SoakArgs) -> Result<Summary> {
     home.proc.ensure_running()?;
     home.wait_sources(&sources, Duration::from_secs(60))?;
     procs::sleep(IDLE)?;
-    let last = sample(home_pid, secs)?;
+    let last = sample(home_pid, &target, secs)?;
     let marks1 = usage_marks(&lab, &home)?;
     let usage = marks0
         .iter()
@@ -1195,7 +1249,7 @@ fn echo_session(tg: &Target, sh: &Shared) {
     }
 }
 
-fn sample(pid: u32, t: f64) -> Result<Sample> {
+fn sample(pid: u32, home: &Target, t: f64) -> Result<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |k: &str| -> Result<u64> {
         status
@@ -1211,6 +1265,11 @@ fn sample(pid: u32, t: f64) -> Result<Sample> {
         rss_kib: field("VmRSS:")?,
         fds,
         threads: field("Threads:")?,
+        tasks: procs::http_get(&home.home_ns, home.api, "/api/status")
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|v| v["node"]["tasks"].as_u64())
+            .unwrap_or(0),
     })
 }
 

@@ -276,8 +276,16 @@ fn within(measured: f64, nominal: f64) -> bool {
     (measured - nominal).abs() <= TOLERANCE * nominal
 }
 
+/// Profile checks measure one at a time: four labs moving data at once on a 2-core machine
+/// measure the machine, not the shaping.
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Measurements of a link before it is out of tolerance: a shaping error fails every one, a
+/// busy moment on a shared machine only one.
+const ATTEMPTS: usize = 3;
+
 /// Test (a): every link of a profile measures within 10% of its rate (down and up) and RTT.
 async fn check_profile(name: &str) {
+    let _one_at_a_time = MEASURING.lock().await;
     let p = profile(name).unwrap();
     let lab = Lab::build(&p).unwrap();
     let server = Server::start(&lab);
@@ -290,13 +298,19 @@ async fn check_profile(name: &str) {
         let control = lab.delay_control(node, link).unwrap();
         control.set_loss(0.0);
         let path = uplink_path(&lab, node, link);
-        let rtt = measure_rtt(&lab, &path, server.addr);
-        let down = measure_download(&lab, &path, server.addr).await;
-        let up = measure_upload(&lab, &path, server.addr).await;
-        control.set_loss(u.spec.loss);
         let nominal_rtt = u.spec.rtt.as_secs_f64();
         let nominal = u.spec.rate_bps as f64;
-        let good = within(rtt.as_secs_f64(), nominal_rtt) && within(down, nominal) && within(up, nominal);
+        let (mut rtt, mut down, mut up, mut good) = (Duration::ZERO, 0.0, 0.0, false);
+        for _ in 0..ATTEMPTS {
+            rtt = measure_rtt(&lab, &path, server.addr);
+            down = measure_download(&lab, &path, server.addr).await;
+            up = measure_upload(&lab, &path, server.addr).await;
+            good = within(rtt.as_secs_f64(), nominal_rtt) && within(down, nominal) && within(up, nominal);
+            if good {
+                break;
+            }
+        }
+        control.set_loss(u.spec.loss);
         ok &= good;
         report.push(format!(
             "{name:7} {node:8} {link:5} rate {:5.1} Mbit: down {:6.2} up {:6.2} | rtt {:4} ms: {:7.2} ms {}",

@@ -14,7 +14,10 @@ fn soak_for_a_minute() {
         eprintln!("skipping the soak smoke test: needs root (network namespaces)");
         return;
     }
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/booster");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let bin = target.join("release/booster");
     if !bin.exists() {
         eprintln!(
             "skipping the soak smoke test: no {} (cargo build --release -p booster)",

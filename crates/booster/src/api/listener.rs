@@ -29,6 +29,8 @@ use tokio::{
 /// [`super::events::MAX_STREAMS`]) and a few requests beside them. Over it, a new connection is
 /// closed at once.
 pub const MAX_CONNECTIONS: usize = super::events::MAX_STREAMS + 32;
+/// Refusals at [`MAX_CONNECTIONS`], one log line a minute.
+static API_FULL: crate::logs::Throttle = crate::logs::Throttle::new(1);
 /// A connection with no byte in either direction for this long is closed. Event streams send
 /// every second, and a browser reconnects a closed keep-alive connection by itself.
 pub const IDLE: Duration = Duration::from_secs(60);
@@ -63,15 +65,14 @@ impl axum::serve::Listener for Limited {
                     return (Conn::new(io, permit), addr);
                 }
                 Err(_) => {
-                    // Logged sparingly (1st, 2nd, 4th ... refusal): a flood must not flood the log.
-                    let n = self.refused.fetch_add(1, Relaxed) + 1;
-                    if n.is_power_of_two() {
-                        tracing::warn!(
-                            max = MAX_CONNECTIONS,
-                            refused = n,
-                            "API connection limit reached; closing new ones"
-                        );
-                    }
+                    let refused = self.refused.fetch_add(1, Relaxed) + 1;
+                    crate::logs::throttled!(
+                        warn,
+                        API_FULL,
+                        max = MAX_CONNECTIONS,
+                        refused,
+                        "API connection limit reached; closing new ones"
+                    );
                 }
             }
         }

@@ -122,8 +122,11 @@ pub fn config(args: StartArgs) -> Result<Config, ExitCode> {
     let mut config = config;
     match crate::sys::raise_nofile_limit() {
         Ok(nofile) => {
-            // Two sockets per connection, plus headroom for uplinks, probes, DNS and the store.
-            let fits = (nofile as usize).saturating_sub(256) / 2;
+            // Two sockets per connection (client or peer channel, and its upstream), plus
+            // headroom for uplinks, probes, DNS, the store and the API, and one socket for each
+            // peer handshake that may be under way.
+            let headroom = 256 + crate::lend::MAX_HANDSHAKES;
+            let fits = (nofile as usize).saturating_sub(headroom) / 2;
             if config.max_connections > fits {
                 if config.max_connections == crate::config::DEFAULT_MAX_CONNECTIONS {
                     tracing::info!(
