@@ -195,7 +195,7 @@ async fn try_sources(
                 if e.source_fault() {
                     source.record_failure(Instant::now());
                 }
-                tracing::info!(source = %source.name, %target, error = %e, "connect failed");
+                crate::logs::throttled!(info, crate::logs::DIALS, source = %source.name, %target, error = %e, "connect failed");
                 if best.as_ref().is_none_or(|b| e.rank() > b.rank()) {
                     best = Some(e);
                 }

@@ -66,6 +66,10 @@ pub enum DialError {
     Policy,
     #[error("no usable source")]
     NoSource,
+    /// The node itself ran out of something a connection needs: source ports toward the
+    /// target, descriptors, buffers. Not the uplink's fault, and gone when connections close.
+    #[error("out of local ports or descriptors: {0}")]
+    Exhausted(io::Error),
     #[error("{0}")]
     Io(io::Error),
 }
@@ -79,6 +83,9 @@ impl DialError {
             Some(libc::ENETUNREACH) | Some(libc::ENETDOWN) => DialError::NetUnreachable,
             Some(libc::EHOSTUNREACH) | Some(libc::EHOSTDOWN) => DialError::HostUnreachable,
             Some(libc::ETIMEDOUT) => DialError::Timeout,
+            Some(
+                libc::EADDRNOTAVAIL | libc::EADDRINUSE | libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM,
+            ) => DialError::Exhausted(e),
             _ => match e.kind() {
                 io::ErrorKind::ConnectionRefused => DialError::Refused,
                 io::ErrorKind::TimedOut => DialError::Timeout,
@@ -105,7 +112,7 @@ impl DialError {
     /// another source is worth trying), rather than about the target?
     pub fn source_fault(&self) -> bool {
         match self {
-            DialError::Refused | DialError::NameNotFound | DialError::Policy => false,
+            DialError::Refused | DialError::NameNotFound | DialError::Policy | DialError::Exhausted(_) => false,
             DialError::NetUnreachable
             | DialError::HostUnreachable
             | DialError::Timeout
@@ -126,7 +133,9 @@ impl DialError {
             // RFC 1928 has no "timed out"; TTL expired is the closest and tells it apart.
             DialError::Timeout => Reply::TtlExpired,
             DialError::Policy => Reply::NotAllowed,
-            DialError::Dns(_) | DialError::BindFailed { .. } | DialError::Io(_) => Reply::GeneralFailure,
+            DialError::Dns(_) | DialError::BindFailed { .. } | DialError::Io(_) | DialError::Exhausted(_) => {
+                Reply::GeneralFailure
+            }
         }
     }
 
@@ -135,7 +144,7 @@ impl DialError {
         match self {
             DialError::Timeout => 504,
             DialError::Policy => 403,
-            DialError::NoSource => 503,
+            DialError::NoSource | DialError::Exhausted(_) => 503,
             _ => 502,
         }
     }
@@ -149,7 +158,7 @@ impl DialError {
             DialError::HostUnreachable => 4,
             DialError::Timeout => 3,
             DialError::NetUnreachable => 2,
-            DialError::Dns(_) | DialError::BindFailed { .. } | DialError::Io(_) => 1,
+            DialError::Dns(_) | DialError::BindFailed { .. } | DialError::Io(_) | DialError::Exhausted(_) => 1,
             DialError::NoSource => 0,
         }
     }
@@ -445,8 +454,8 @@ fn bound_socket(iface: &str, addr: SocketAddr) -> Result<tokio::net::TcpSocket, 
     } else {
         socket2::Domain::IPV6
     };
-    let sock =
-        socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(DialError::Io)?;
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+        .map_err(DialError::from_io)?;
     sock.set_nonblocking(true).map_err(DialError::Io)?;
     bind_to_uplink(&sock, iface, addr.is_ipv4()).map_err(|err| DialError::BindFailed {
         iface: iface.to_string(),
@@ -523,5 +532,10 @@ mod tests {
         assert!(matches!(e(libc::ENOTCONN), DialError::Refused));
         assert!(!DialError::Refused.source_fault());
         assert!(DialError::Timeout.source_fault());
+        // The node out of source ports or descriptors is not the uplink's fault.
+        for c in [libc::EADDRNOTAVAIL, libc::EADDRINUSE, libc::EMFILE, libc::ENFILE] {
+            assert!(matches!(e(c), DialError::Exhausted(_)), "{c}");
+            assert!(!e(c).source_fault(), "{c}");
+        }
     }
 }

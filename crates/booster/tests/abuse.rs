@@ -1104,6 +1104,98 @@ async fn at_the_fd_limit_new_clients_are_refused_cleanly_and_served_again_later(
     assert!(node.proc.alive());
 }
 
+/// A blocking SOCKS5 CONNECT from the calling thread (so from its network namespace), from
+/// source port `port` (outside the ephemeral range): the stream, and the reply code.
+fn socks_blocking(proxy: SocketAddr, target: SocketAddr, port: u16) -> (std::net::TcpStream, u8) {
+    use std::io::{Read, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
+    socket.connect(&proxy.into()).unwrap();
+    let mut s: std::net::TcpStream = socket.into();
+    s.set_read_timeout(Some(HANG)).unwrap();
+    s.write_all(&socks_connect_bytes(target)).unwrap();
+    let mut reply = [0u8; 12];
+    s.read_exact(&mut reply)
+        .expect("a method selection and a reply, not a hang");
+    assert_eq!(&reply[..2], &[5, 0]);
+    (s, reply[3])
+}
+
+#[test]
+fn when_outbound_ports_run_out_clients_get_a_reply_and_the_node_recovers() {
+    use lab::netns;
+    if !netns::is_root() {
+        eprintln!("skipping: needs root (a network namespace with a small port range)");
+        return;
+    }
+    // A namespace whose connects have 10 source ports to choose from: the 11th connection to
+    // one target finds none (EADDRNOTAVAIL).
+    let ns = netns::Netns::create(&netns::ns_name(&netns::unique_id(), "ports")).unwrap();
+    netns::sysctls(ns.name(), &[("net/ipv4/ip_local_port_range", "50000 50009")]).unwrap();
+    let target = netns::in_netns(ns.name(), || std::net::TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+    let target_addr = target.local_addr().unwrap();
+    // Holds each connection until the node half-closes it, then closes it too.
+    std::thread::spawn(move || {
+        for mut c in target.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || std::io::copy(&mut c, &mut std::io::sink()));
+        }
+    });
+    let mut node = netns::in_netns(ns.name(), || NodeProc::start("", &[], None)).unwrap();
+    let proxy = node.proxy;
+    // The clients bind their own ports, below the range: only the node's dials run out.
+    let next_port = std::sync::atomic::AtomicU16::new(40_000);
+    let via_ns = || {
+        let port = next_port.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        netns::in_netns(ns.name(), move || socks_blocking(proxy, target_addr, port)).unwrap()
+    };
+    // Fill the port range, then ask for more.
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..14 {
+        let (s, code) = via_ns();
+        if code == 0 {
+            held.push(s);
+        } else {
+            refused.push(code);
+        }
+    }
+    eprintln!("{} connections made, then replies {refused:?}", held.len());
+    assert!(
+        held.len() >= 5,
+        "{} connections made before the ports ran out",
+        held.len()
+    );
+    assert!(
+        !refused.is_empty(),
+        "14 connections through 10 source ports all succeeded"
+    );
+    // No port left is a general failure (1): not "network unreachable" as if the uplink died.
+    assert!(refused.iter().all(|&c| c == 1), "reply codes {refused:?}");
+    // Once ports are free again (the node's closed sockets wait out TIME_WAIT, which
+    // loopback may reuse after a second or two), new connections work: the uplink was not
+    // blamed for it (it would be refused as unreachable, 3, for its backoff).
+    held.truncate(held.len() - 5);
+    let deadline = std::time::Instant::now() + HANG;
+    let mut replies = Vec::new();
+    loop {
+        let (s, code) = via_ns();
+        replies.push(code);
+        if code == 0 {
+            held.push(s);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again: {replies:?}\n{}", node.proc.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(replies.iter().all(|&c| c == 0 || c == 1), "replies while waiting: {replies:?}");
+    eprintln!("served again after {} tries", replies.len());
+    assert!(node.proc.alive());
+    drop(held);
+    drop(node);
+    drop(ns);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_api_connections_cannot_take_the_proxys_descriptors() {
     let echo = echo_server().await;
