@@ -538,6 +538,8 @@ impl Model {
                 assert!(seq < self.datagrams_sent[from]);
                 assert!(self.datagrams_seen[from].insert(seq), "datagram {seq} twice");
             }
+            // The path stays up; the link copied its frames to the others.
+            Event::PathStalled { .. } => {}
             Event::PathDead { path, .. } => {
                 // The link removed the path (both ends may find it dead in one tick); the
                 // engine closes the connection and the far end's engine sees it close.

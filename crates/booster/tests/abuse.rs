@@ -1185,10 +1185,17 @@ fn when_outbound_ports_run_out_clients_get_a_reply_and_the_node_recovers() {
             held.push(s);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never served again: {replies:?}\n{}", node.proc.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never served again: {replies:?}\n{}",
+            node.proc.log()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert!(replies.iter().all(|&c| c == 0 || c == 1), "replies while waiting: {replies:?}");
+    assert!(
+        replies.iter().all(|&c| c == 0 || c == 1),
+        "replies while waiting: {replies:?}"
+    );
     eprintln!("served again after {} tries", replies.len());
     assert!(node.proc.alive());
     drop(held);

@@ -342,6 +342,34 @@ fn a_blackholed_path_stalls_the_stream_under_a_second() {
     }
 }
 
+/// A path that stops for 2 s and comes back (a retransmit timeout, a burst of someone else's
+/// traffic) is not dropped: copies of its frames go on the others after the stall threshold,
+/// so the stream waits no longer than for a blackhole, and the path carries data again
+/// afterwards, without a new connection and its handshake and slow start.
+#[test]
+fn a_path_that_freezes_and_comes_back_stays_up() {
+    for hints in [false, true] {
+        let mut tx_at_thaw = 0;
+        let mut sim_after = None;
+        let download = download(&home(), 16 * MB, Mode::Bandwidth, hints, |sim| {
+            sim.freeze_path(2, Duration::from_secs(2));
+            sim.run_for(Duration::from_secs(2));
+            tx_at_thaw = sim.links[RELAY].path_info(2).expect("path 2 at the relay").tx_bytes;
+            sim.run_for(Duration::from_secs(1));
+            sim_after = Some((sim.paths[&2].joined, sim.links[RELAY].path_info(2).map(|p| p.tx_bytes)));
+        });
+        let gap = download.longest_gap();
+        let (joined, tx_later) = sim_after.expect("ran");
+        eprintln!("freeze, hints {hints}: longest gap {gap:?}, path 2 sent {tx_at_thaw} B by the thaw, {tx_later:?} a second later");
+        assert_eq!(joined, [true; 2], "hints {hints}: the frozen path was dropped");
+        assert!(gap <= Duration::from_secs(1), "hints {hints}: stalled {gap:?}");
+        assert!(
+            tx_later.is_some_and(|tx| tx > tx_at_thaw + 64 * 1024),
+            "hints {hints}: the path carries nothing after it came back"
+        );
+    }
+}
+
 /// Every path carries every segment of a redundant stream: losing one costs nothing, not
 /// even the wait for stall detection.
 #[test]

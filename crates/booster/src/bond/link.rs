@@ -154,9 +154,14 @@ impl Shared {
                     self.handler.opened(self, stream, mode, target);
                 }
                 Event::Datagram { flow, target, payload } => self.handler.datagram(self, flow, target, payload),
+                Event::PathStalled { path, stalled } => {
+                    if let Some(slot) = inner.paths.get(&path) {
+                        tracing::debug!(path, source = %slot.source, ?stalled, "bond path stalled; copies of its frames go on the others");
+                    }
+                }
                 Event::PathDead { path, stalled } => {
                     if let Some(slot) = inner.paths.remove(&path) {
-                        tracing::info!(path, source = %slot.source, ?stalled, "bond path stalled; its frames go on the others");
+                        tracing::info!(path, source = %slot.source, ?stalled, "bond path dead; its frames go on the others");
                         slot.kill.cancel();
                     }
                     note_pathless(inner);

@@ -166,14 +166,14 @@ impl BondNode {
         format!("{}\n{}", self.node.log_tail(), self.relay.log_tail())
     }
 
-    /// "bond path stalled" events so far, as logged by (the node, the relay): each is a path
+    /// "bond path dead" events so far, as logged by (the node, the relay): each is a path
     /// whose acks stopped while others progressed, which is then dropped and redialled.
     pub fn stalls(&self) -> (usize, usize) {
         let count = |p: &Path| {
             std::fs::read_to_string(p)
                 .unwrap_or_default()
                 .lines()
-                .filter(|l| l.contains("bond path stalled"))
+                .filter(|l| l.contains("bond path dead"))
                 .count()
         };
         (count(&self.log), count(&self.relay_log))

@@ -43,9 +43,10 @@ pub struct Config {
     pub segment: usize,
     /// Redundant frames go on this many paths with the lowest RTT; 0 = all.
     pub redundant_paths: usize,
-    /// A stalled path is dead after max(3 × RTT, this).
+    /// A path stalled for max(3 × RTT, this) while others move is suspect: copies of what it
+    /// carries go on the others, and it gets nothing new until its acks move again.
     pub dead_after: Duration,
-    /// A stalled path is dead after this even when no other path moves.
+    /// A stalled path is dead after this, whether others move or not.
     pub dead_alone_after: Duration,
     /// An idle path is pinged this often (RTT, liveness).
     pub ping_every: Duration,
@@ -91,6 +92,10 @@ pub enum Event {
         target: Address,
         payload: Vec<u8>,
     },
+    /// The path stalled while others moved: copies of its frames went on the others, and it
+    /// gets nothing new until its acks move again (it stays up: a stall is often a queue or a
+    /// retransmit timeout, and the path comes back by itself).
+    PathStalled { path: u32, stalled: Duration },
     /// The path stopped delivering; its frames went back into the queue. Close its socket.
     PathDead { path: u32, stalled: Duration },
 }
@@ -229,7 +234,8 @@ impl Link {
                         continue;
                     };
                     segment.on_paths.retain(|&p| p != id);
-                    if segment.on_paths.is_empty() {
+                    let paths = &self.paths;
+                    if segment.on_paths.iter().all(|p| paths.get(p).is_none_or(|p| p.suspect)) {
                         again.push(Pending::Data { stream, offset });
                     }
                 }
@@ -241,11 +247,16 @@ impl Link {
         for pending in again.into_iter().rev() {
             self.pending.push_front(pending);
         }
-        // A redundant datagram is done once every path has had it: one that was waiting only
-        // for this path is done now, not sent on some later path, long after, maybe twice.
+        self.drop_finished_datagrams();
+    }
+
+    /// A redundant datagram is done once every live path has had it: one that was waiting
+    /// only for a path that died or went suspect is done now, not sent on some later path,
+    /// long after, maybe twice.
+    fn drop_finished_datagrams(&mut self) {
         let paths = &self.paths;
         self.datagrams
-            .retain(|d| d.sent_on.is_empty() || paths.keys().any(|p| !d.sent_on.contains(p)));
+            .retain(|d| d.sent_on.is_empty() || paths.values().any(|p| !p.suspect && !d.sent_on.contains(&p.id)));
     }
 
     pub fn has_paths(&self) -> bool {
@@ -452,14 +463,16 @@ impl Link {
         self.events.pop_front()
     }
 
-    /// Pings quiet paths and buries dead ones. Call every few tens of milliseconds.
+    /// Pings quiet paths, marks stalled ones suspect and buries dead ones. Call every few
+    /// tens of milliseconds.
     pub fn on_tick(&mut self, now: Instant) {
         let newest_progress = self
             .paths
             .values()
-            .filter(|p| p.stalled(now).is_zero() || p.stalled(now) < p.dead_after(self.config.dead_after))
+            .filter(|p| !p.suspect && p.stalled(now) < p.dead_after(self.config.dead_after))
             .map(|p| p.last_progress)
             .max();
+        let mut suspect = Vec::new();
         let mut dead = Vec::new();
         for path in self.paths.values_mut() {
             if now.saturating_duration_since(path.last_sent) >= self.config.ping_every {
@@ -470,16 +483,43 @@ impl Link {
                 continue;
             }
             let others_moved = newest_progress.is_some_and(|t| t > path.last_progress);
-            if (stalled >= path.dead_after(self.config.dead_after) && others_moved)
-                || stalled >= self.config.dead_alone_after
-            {
+            if stalled >= self.config.dead_alone_after {
                 dead.push((path.id, stalled));
+            } else if !path.suspect && stalled >= path.dead_after(self.config.dead_after) && others_moved {
+                path.suspect = true;
+                suspect.push((path.id, stalled));
             }
+        }
+        for (id, stalled) in suspect {
+            self.copy_to_others(id);
+            self.events.push_back(Event::PathStalled { path: id, stalled });
         }
         for (id, stalled) in dead {
             self.remove_path(id);
             self.events.push_back(Event::PathDead { path: id, stalled });
         }
+    }
+
+    /// Queues copies of what suspect path `id` carries unacked for the other paths, oldest
+    /// first, ahead of new data. Whichever copy arrives first counts; the far end drops the
+    /// other.
+    fn copy_to_others(&mut self, id: u32) {
+        let Some(path) = self.paths.get(&id) else { return };
+        let copies: Vec<Pending> = path
+            .unacked()
+            .filter_map(|sent| match sent {
+                Sent::Data { stream, offset } => Some(Pending::Data {
+                    stream: *stream,
+                    offset: *offset,
+                }),
+                Sent::Control(frame) => Some(Pending::Control(frame.clone())),
+                Sent::Unreliable => None,
+            })
+            .collect();
+        for pending in copies.into_iter().rev() {
+            self.pending.push_front(pending);
+        }
+        self.drop_finished_datagrams();
     }
 
     // ---- receiving ---------------------------------------------------------------------
@@ -639,6 +679,10 @@ impl Link {
             self.next_nonce += 1;
             return self.emit(path, Frame::Ping { nonce }, Sent::Unreliable, now, out);
         }
+        if p.suspect {
+            // Acks, pongs and pings only, until its own acks move again.
+            return false;
+        }
         let sent = self.transmit_pending(path, now, out)
             || self.transmit_datagram(path, now, out)
             || self.transmit_redundant(path, now, out)
@@ -747,7 +791,12 @@ impl Link {
             return false;
         };
         let d = &self.datagrams[i];
-        let done = d.mode == Mode::Bandwidth || self.paths.keys().all(|p| d.sent_on.contains(p));
+        let done = d.mode == Mode::Bandwidth
+            || self
+                .paths
+                .values()
+                .filter(|p| !p.suspect)
+                .all(|p| d.sent_on.contains(&p.id));
         if done {
             self.datagrams.remove(i);
         }
@@ -761,14 +810,19 @@ impl Link {
 
     /// The path expected to deliver `bytes` first.
     fn best_path(&self, bytes: usize) -> Option<u32> {
-        self.paths.values().min_by_key(|p| p.eta(bytes)).map(|p| p.id)
+        self.live_paths().min_by_key(|p| p.eta(bytes)).map(|p| p.id)
+    }
+
+    /// The paths that get new frames: all but the suspect ones.
+    fn live_paths(&self) -> impl Iterator<Item = &Path> + '_ {
+        self.paths.values().filter(|p| !p.suspect)
     }
 
     /// Whether `path` is expected to deliver `bytes` no later than any other path. Near-ties
     /// (within a millisecond) go to whoever asks.
     fn is_best(&self, path: u32, bytes: usize) -> bool {
         let mine = self.paths.get(&path).map(|p| p.eta(bytes));
-        let best = self.paths.values().map(|p| p.eta(bytes)).min();
+        let best = self.live_paths().map(|p| p.eta(bytes)).min();
         matches!((mine, best), (Some(m), Some(b)) if m <= b + Duration::from_millis(1))
     }
 
@@ -778,7 +832,7 @@ impl Link {
         if n == 0 || self.paths.len() <= n {
             return true;
         }
-        let mut by_rtt: Vec<&Path> = self.paths.values().collect();
+        let mut by_rtt: Vec<&Path> = self.live_paths().collect();
         by_rtt.sort_by_key(|p| p.srtt().unwrap_or(Duration::MAX));
         by_rtt.iter().take(n).any(|p| p.id == path)
     }

@@ -6,7 +6,9 @@
 //! a path's frames in order, so a count is enough). The ack of a frame gives an RTT sample
 //! that includes queueing, and the bytes acked per interval give the delivery rate. A path
 //! with unacked frames whose acks stop moving is stalled; one stalled for
-//! max(3 × RTT, `dead_after`) while other paths move is dead.
+//! max(3 × RTT, `dead_after`) while other paths move is suspect: copies of what it carries go
+//! on the others and it gets nothing new until its acks move again. Only a path stalled for
+//! `dead_alone_after` is dead (see [`super::link::Link::on_tick`]).
 
 use super::frame::Frame;
 use std::collections::VecDeque;
@@ -16,6 +18,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_RATE: f64 = 1_000_000.0;
 /// Shortest interval a rate sample spans; shorter ones are noise from ack bunching.
 const MIN_SAMPLE: Duration = Duration::from_millis(40);
+/// How long a path whose RTT is not known yet may go without an ack before it is suspect.
+const UNKNOWN_RTT_STALL: Duration = Duration::from_secs(1);
 /// How long the minimum RTT is remembered before it is re-learned.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// The scheduler gives a path about as many bytes as its estimated rate says it delivers in
@@ -91,6 +95,9 @@ pub(crate) struct Path {
     pub(crate) rx_bytes: u64,
     /// Share of segments the kernel re-sent, as the engine reads it from `TCP_INFO`.
     pub(crate) loss: f64,
+    /// Stalled while others moved: what it carries was copied to the others, and it gets
+    /// nothing new until its acks move again.
+    pub(crate) suspect: bool,
 }
 
 /// Where a path stands, for the API and the monitor.
@@ -132,6 +139,7 @@ impl Path {
             tx_bytes: 0,
             rx_bytes: 0,
             loss: 0.0,
+            suspect: false,
         }
     }
 
@@ -173,6 +181,7 @@ impl Path {
         }
         if let Some(at) = newest {
             self.last_progress = now;
+            self.suspect = false;
             self.on_rtt(now.saturating_duration_since(at), now);
             self.on_rate_sample(now);
         }
@@ -240,6 +249,11 @@ impl Path {
         self.app_limited = false;
     }
 
+    /// Frames not acked yet, oldest first.
+    pub(crate) fn unacked(&self) -> impl Iterator<Item = &Sent> + '_ {
+        self.in_flight.iter().map(|f| &f.what)
+    }
+
     /// Frames that never got acked, oldest first, leaving the path empty (it is going away).
     pub(crate) fn drain_unacked(&mut self) -> impl Iterator<Item = Sent> + '_ {
         self.unacked_bytes = 0;
@@ -297,7 +311,9 @@ impl Path {
 
     /// How long a stall may last before the path counts as dead.
     pub(crate) fn dead_after(&self, floor: Duration) -> Duration {
-        (self.srtt.unwrap_or(Duration::ZERO) * 3).max(floor)
+        // Before its first ack a path's RTT is unknown, and a satellite's first ack comes
+        // after more than the floor: give it a second.
+        (self.srtt.map_or(UNKNOWN_RTT_STALL, |srtt| srtt * 3)).max(floor)
     }
 
     pub(crate) fn info(&self) -> PathInfo {
@@ -341,6 +357,8 @@ mod tests {
         let t0 = Instant::now();
         let mut path = Path::new(1, t0, None, Some(Duration::from_millis(50)));
         assert_eq!(path.dead_after(Duration::from_millis(300)), Duration::from_millis(300));
+        let unknown = Path::new(2, t0, None, None);
+        assert_eq!(unknown.dead_after(Duration::from_millis(300)), UNKNOWN_RTT_STALL);
         path.on_sent(Sent::Unreliable, 10, t0 + Duration::from_secs(1));
         assert_eq!(
             path.stalled(t0 + Duration::from_millis(1500)),

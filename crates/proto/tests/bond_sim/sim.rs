@@ -395,6 +395,17 @@ impl Sim {
         }
     }
 
+    /// The network holds path `id` still for `span` in both directions, as TCP does in a
+    /// retransmit timeout or behind another flow's burst: what is on the wire arrives, and
+    /// nothing more leaves until `span` is over. Nothing is lost.
+    pub fn freeze_path(&mut self, id: u32, span: Duration) {
+        let now = self.now;
+        let Some(p) = self.paths.get_mut(&id) else { return };
+        for side in SIDES {
+            p.free_at[side] = p.free_at[side].max(now) + span;
+        }
+    }
+
     pub fn up_paths(&self) -> Vec<u32> {
         self.paths.iter().filter(|(_, p)| p.up).map(|(&id, _)| id).collect()
     }
@@ -518,6 +529,8 @@ impl Sim {
                 assert!(self.datagrams_seen[from].insert(seq), "datagram {seq} delivered twice");
                 assert!(seq < self.datagrams_sent[from]);
             }
+            // The path stays up; the link copied its frames to the others.
+            Event::PathStalled { .. } => {}
             Event::PathDead { path, .. } => {
                 // The link already dropped it; the engine closes the connection, and if the
                 // network still carries it the far end sees the close.
