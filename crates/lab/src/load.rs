@@ -49,6 +49,9 @@ pub struct LoadArgs {
     /// Internal: run the servers and print their addresses.
     #[arg(long, hide = true)]
     pub serve: bool,
+    /// Internal: run the anchor proxy (fast-socks5) and print its address.
+    #[arg(long, hide = true)]
+    pub anchor: bool,
 }
 
 /// The slow server writes this often.
@@ -63,6 +66,9 @@ pub fn run(args: LoadArgs) -> Result<()> {
         .build()?;
     if args.serve {
         return rt.block_on(serve(args.rate));
+    }
+    if args.anchor {
+        return rt.block_on(serve_anchor());
     }
     let nofile = procs::raise_nofile(1 << 20)?;
     let booster = match &args.booster {
@@ -84,14 +90,16 @@ pub fn run(args: LoadArgs) -> Result<()> {
     );
     println!("{}", node.note.trim());
 
+    let anchor = Anchor::start()?;
     // Warm up: the runtime and allocator make their lazy structures on first use.
     for _ in 0..200 {
-        let s = socks_connect(node.proxy, servers.plain)?;
-        drop(s);
+        drop(socks_connect(node.proxy, servers.plain)?);
+        drop(socks_connect(anchor.proxy, servers.plain)?);
     }
     std::thread::sleep(Duration::from_secs(1));
 
-    let latency = connect_latency(&node, &servers, args.connects)?;
+    let latency = connect_latency(&node, &anchor, &servers, args.connects)?;
+    drop(anchor);
     let bulk = throughput(&node, &servers, args.bulk, Duration::from_secs(args.bulk_secs))?;
     let held = rt.block_on(held_load(&node, &servers, &args))?;
     report(&args, &node, &latency, &bulk, &held);
@@ -149,6 +157,65 @@ async fn serve(rate: u64) -> Result<()> {
     let mut buf = [0u8; 1];
     while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
     Ok(())
+}
+
+/// The anchor for connect latency: fast-socks5 1.0's server, in its own process on a runtime
+/// like the node's (two worker threads), doing what its example server does (no auth,
+/// `run_tcp_proxy`). Its authors publish about 90 µs added at p50; this measures it here, in
+/// the same run as booster.
+async fn serve_anchor() -> Result<()> {
+    use fast_socks5::server::{run_tcp_proxy, DnsResolveHelper as _, Socks5ServerProtocol};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("fast-socks5 {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let session = async {
+                    let (proto, cmd, target) = Socks5ServerProtocol::accept_no_auth(s)
+                        .await?
+                        .read_command()
+                        .await?
+                        .resolve_dns()
+                        .await?;
+                    if cmd == fast_socks5::Socks5Command::TCPConnect {
+                        run_tcp_proxy(proto, &target, Duration::from_secs(10), false).await?;
+                    }
+                    Ok::<(), fast_socks5::SocksError>(())
+                };
+                let _ = session.await;
+            });
+        }
+    });
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 1];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    Ok(())
+}
+
+struct Anchor {
+    proxy: SocketAddr,
+    _child: ChildGuard,
+}
+
+impl Anchor {
+    fn start() -> Result<Anchor> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["load", "--anchor"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the anchor proxy")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let addr = line
+            .strip_prefix("fast-socks5 ")
+            .ok_or_else(|| anyhow!("the anchor said {line:?}"))?;
+        Ok(Anchor {
+            proxy: addr.trim().parse()?,
+            _child: ChildGuard(child),
+        })
+    }
 }
 
 struct Servers {
@@ -359,12 +426,16 @@ async fn socks_connect_async(proxy: SocketAddr, target: SocketAddr) -> Result<to
 struct Latency {
     direct: Vec<f64>,
     proxied: Vec<f64>,
+    /// Through the anchor, fast-socks5.
+    anchor: Vec<f64>,
 }
 
-/// Sequential connects to the plain server, direct and through the proxy, alternating; in µs.
-fn connect_latency(node: &Node, servers: &Servers, n: usize) -> Result<Latency> {
+/// Sequential connects to the plain server, direct, through the node and through the anchor,
+/// in turn; in µs.
+fn connect_latency(node: &Node, anchor: &Anchor, servers: &Servers, n: usize) -> Result<Latency> {
     let mut direct = Vec::with_capacity(n);
     let mut proxied = Vec::with_capacity(n);
+    let mut anchored = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
         let s = TcpStream::connect(servers.plain)?;
@@ -374,8 +445,16 @@ fn connect_latency(node: &Node, servers: &Servers, n: usize) -> Result<Latency> 
         let s = socks_connect(node.proxy, servers.plain)?;
         proxied.push(t.elapsed().as_secs_f64() * 1e6);
         drop(s);
+        let t = Instant::now();
+        let s = socks_connect(anchor.proxy, servers.plain)?;
+        anchored.push(t.elapsed().as_secs_f64() * 1e6);
+        drop(s);
     }
-    Ok(Latency { direct, proxied })
+    Ok(Latency {
+        direct,
+        proxied,
+        anchor: anchored,
+    })
 }
 
 struct Bulk {
@@ -646,6 +725,14 @@ fn report(args: &LoadArgs, node: &Node, lat: &Latency, bulk: &Bulk, held: &Held)
         percentile(&lat.proxied, 99.0),
         percentile(&lat.proxied, 50.0) - percentile(&lat.direct, 50.0),
         percentile(&lat.proxied, 99.0) - percentile(&lat.direct, 99.0)
+    );
+    println!(
+        "| the same through fast-socks5 1.0 (anchor, same run) | p50 {:.0} µs, p99 {:.0} µs: **+{:.0} µs at p50, +{:.0} µs at p99**; booster minus fast-socks5: {:+.0} µs at p50 |",
+        percentile(&lat.anchor, 50.0),
+        percentile(&lat.anchor, 99.0),
+        percentile(&lat.anchor, 50.0) - percentile(&lat.direct, 50.0),
+        percentile(&lat.anchor, 99.0) - percentile(&lat.direct, 99.0),
+        percentile(&lat.proxied, 50.0) - percentile(&lat.anchor, 50.0)
     );
     if !node.note.is_empty() {
         println!();
