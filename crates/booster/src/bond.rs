@@ -413,7 +413,7 @@ pub fn relays_json(node: &Node) -> serde_json::Value {
                         Some(serde_json::json!({
                             "id": id,
                             "source": slot.source,
-                            "state": "up",
+                            "state": if info.stalled { "stalled" } else { "up" },
                             "rtt_ms": info.rtt.map(|d| d.as_secs_f64() * 1000.0),
                             "loss": info.loss,
                             "rate_bps": info.rate,

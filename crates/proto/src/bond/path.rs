@@ -112,6 +112,8 @@ pub struct PathInfo {
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub loss: f64,
+    /// Stalled while others moved: its frames were copied to the others (see the module).
+    pub stalled: bool,
 }
 
 impl Path {
@@ -326,6 +328,7 @@ impl Path {
             tx_bytes: self.tx_bytes,
             rx_bytes: self.rx_bytes,
             loss: self.loss,
+            stalled: self.suspect,
         }
     }
 }
