@@ -1204,6 +1204,49 @@ fn when_outbound_ports_run_out_clients_get_a_reply_and_the_node_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_channels_and_proxy_clients_share_the_nodes_connection_slots() {
+    let echo = echo_server().await;
+    let peer_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut lender = NodeProc::start(
+        &format!("name = \"lender\"\nsecret = \"{SECRET}\"\npeer_listen = \"{peer_port}\"\nmax_connections = 3\n"),
+        &[],
+        None,
+    );
+    // Proxy clients take every slot.
+    let mut tunnels = Vec::new();
+    for i in 0..3 {
+        let mut s = socks(lender.proxy, echo).await;
+        echo_once(&mut s, format!("tunnel {i}").as_bytes()).await;
+        tunnels.push(s);
+    }
+    // A borrower's channel completes its handshake and is then closed: no slot for it.
+    let borrower = node_with(&format!(
+        "name = \"borrower\"\nsecret = \"{SECRET}\"\npeer_listen = \"off\"\npeer = [\"{peer_port}\"]\n"
+    ))
+    .await;
+    let refused = || async { lender.status().await["node"]["clients_refused"].as_u64().unwrap_or(0) };
+    eventually("the lender refused the borrower's channel", || async {
+        refused().await >= 1
+    })
+    .await;
+    let up = |b: &TestNode| booster::peer::list(b.node()).first().is_some_and(|p| p.state == "up");
+    assert!(!up(&borrower), "the borrower got a channel past max_connections");
+    // Slots freed: the borrower gets in, and the tunnels left still work.
+    let mut kept = tunnels.split_off(2);
+    drop(tunnels);
+    eventually("the borrower is connected once slots are free", || async {
+        up(&borrower)
+    })
+    .await;
+    echo_once(&mut kept[0], b"still here").await;
+    assert!(lender.proc.alive());
+    borrower.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_api_connections_cannot_take_the_proxys_descriptors() {
     let echo = echo_server().await;
     let mut node = NodeProc::start("", &[], Some(1024));

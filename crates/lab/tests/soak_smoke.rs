@@ -1,8 +1,9 @@
 //! The soak, short: 60 s of mixed traffic under the chaos loop on the `peers` lab
 //! (`lab::soak`). Correctness only, no timing thresholds: no transfer returns wrong bytes,
 //! every failure is explained by a chaos event, the home node does not leak fds, and nothing
-//! panics. Needs root (namespaces) and a release build of booster; skips with a message
-//! otherwise.
+//! panics. Needs root (namespaces) and booster's debug binary, which `cargo test --workspace`
+//! builds for booster's own integration tests (so it is as new as the code under test); skips
+//! with a message otherwise.
 
 use std::path::PathBuf;
 
@@ -17,10 +18,10 @@ fn soak_for_a_minute() {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("release/booster");
+    let bin = target.join("debug/booster");
     if !bin.exists() {
         eprintln!(
-            "skipping the soak smoke test: no {} (cargo build --release -p booster)",
+            "skipping the soak smoke test: no {} (cargo test --workspace builds it)",
             bin.display()
         );
         return;
