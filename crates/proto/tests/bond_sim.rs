@@ -69,6 +69,12 @@ enum Op {
         told: [bool; 2],
     },
     Add(PathSpec),
+    /// The `path`-th live path stops for a while and then carries on, losing nothing (a
+    /// retransmit timeout, a burst in a shared queue): long enough, it is stalled.
+    Freeze {
+        path: usize,
+        lasting: Duration,
+    },
     /// Every path dies silently; after a while a new one comes.
     Blackout {
         lasting: Duration,
@@ -119,6 +125,12 @@ impl Sim {
                 let up = self.up_paths();
                 if !up.is_empty() {
                     self.kill_path(up[path % up.len()], told);
+                }
+            }
+            Op::Freeze { path, lasting } => {
+                let up = self.up_paths();
+                if !up.is_empty() {
+                    self.freeze_path(up[path % up.len()], lasting);
                 }
             }
             Op::Add(spec) => {
@@ -190,6 +202,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         6 => (0u64..1500).prop_map(|ms| Op::Wait(Duration::from_millis(ms))),
         1 => (any::<usize>(), any::<[bool; 2]>()).prop_map(|(path, told)| Op::Kill { path, told }),
         1 => arb_spec().prop_map(Op::Add),
+        1 => (any::<usize>(), 0u64..3000).prop_map(|(path, ms)| Op::Freeze { path, lasting: Duration::from_millis(ms) }),
         1 => (0u64..8000, arb_spec()).prop_map(|(ms, then)| Op::Blackout { lasting: Duration::from_millis(ms), then }),
         1 => arb_spec().prop_map(Op::RestartRelay),
     ]
