@@ -715,10 +715,22 @@ impl Sim {
             self.pump(side);
         }
         let deadline = self.now + within;
-        let settled = self.run_while_not(deadline, |sim| {
+        let done = |sim: &Sim| {
             sim.links.iter().all(|l| l.stream_count() == 0)
                 && sim.streams.values().all(|s| s.aborted || s.closed == [true; 2])
-        });
+        };
+        // A path that was frozen past `dead_alone_after` dies while settling: a new one comes,
+        // as the engine would redial.
+        let settled = loop {
+            let stopped = self.run_while_not(deadline, |sim| done(sim) || sim.up_paths().is_empty());
+            if done(self) {
+                break true;
+            }
+            if !stopped {
+                break false;
+            }
+            self.add_path(spec);
+        };
         let left: Vec<_> = self
             .streams
             .iter()
