@@ -13,7 +13,10 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{atomic::Ordering::Relaxed, Arc, Once},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Once,
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -185,6 +188,25 @@ pub struct Metered {
     pub peer_addr: SocketAddr,
     /// Time the TCP handshake took.
     pub connect_time: Duration,
+    /// Bytes counted so far (read by us, written by us), for the reckoning at close.
+    rx_counted: AtomicU64,
+    tx_counted: AtomicU64,
+}
+
+/// At close, a TCP upstream's usage is squared with the kernel's own count: bytes that arrived
+/// and were acked but never read (a download cut short, a connection killed) crossed the
+/// metered link all the same, and so did segments sent twice. What the socket says beyond
+/// what was counted is added to the source (not to the client connection, which never saw it).
+impl Drop for Metered {
+    fn drop(&mut self) {
+        let Upstream::Tcp(s) = &self.inner else { return };
+        let Ok(info) = sys::tcp_info(s) else { return };
+        let source = self.guard.source();
+        let rx = info.bytes_received.saturating_sub(self.rx_counted.load(Relaxed));
+        let tx = info.bytes_sent.saturating_sub(self.tx_counted.load(Relaxed));
+        source.rx.fetch_add(rx, Relaxed);
+        source.tx.fetch_add(tx, Relaxed);
+    }
 }
 
 impl Metered {
@@ -203,6 +225,8 @@ impl Metered {
             local_addr,
             peer_addr,
             connect_time,
+            rx_counted: AtomicU64::new(0),
+            tx_counted: AtomicU64::new(0),
         }
         .for_current_client(target)
     }
@@ -220,6 +244,7 @@ impl Metered {
     /// Counts bytes received outside `poll_read` (the splice relay): against the source and
     /// the client connection.
     pub fn count_rx(&self, n: u64) {
+        self.rx_counted.fetch_add(n, Relaxed);
         self.guard.source().rx.fetch_add(n, Relaxed);
         if let Some(c) = &self.conn {
             c.down.fetch_add(n, Relaxed);
@@ -228,6 +253,7 @@ impl Metered {
 
     /// Counts bytes sent outside `poll_write` (the splice relay).
     pub fn count_tx(&self, n: u64) {
+        self.tx_counted.fetch_add(n, Relaxed);
         self.guard.source().tx.fetch_add(n, Relaxed);
         if let Some(c) = &self.conn {
             c.up.fetch_add(n, Relaxed);
@@ -338,6 +364,8 @@ pub async fn dial(
             local_addr: bound,
             peer_addr,
             connect_time: started.elapsed(),
+            rx_counted: AtomicU64::new(0),
+            tx_counted: AtomicU64::new(0),
         }
         .for_current_client(target));
     }
@@ -379,6 +407,8 @@ pub async fn dial(
         local_addr,
         peer_addr,
         connect_time,
+        rx_counted: AtomicU64::new(0),
+        tx_counted: AtomicU64::new(0),
     }
     .for_current_client(target))
 }

@@ -62,6 +62,12 @@ pub struct TcpInfo {
     pub total_retrans: u32,
     /// Segments sent, retransmissions included.
     pub segs_out: u32,
+    /// Payload bytes received in order and acked (duplicates not counted); 0 before Linux 4.1.
+    pub bytes_received: u64,
+    /// Payload bytes sent, retransmissions included; 0 before Linux 4.19.
+    pub bytes_sent: u64,
+    /// Payload bytes the peer acked; 0 before Linux 4.1.
+    pub bytes_acked: u64,
 }
 
 /// Reads `TCP_INFO` from a connected TCP socket.
@@ -87,6 +93,9 @@ pub fn tcp_info(fd: &impl AsRawFd) -> io::Result<TcpInfo> {
         snd_cwnd: info.tcpi_snd_cwnd,
         total_retrans: info.tcpi_total_retrans,
         segs_out: info.tcpi_segs_out,
+        bytes_received: info.tcpi_bytes_received,
+        bytes_sent: info.tcpi_bytes_sent,
+        bytes_acked: info.tcpi_bytes_acked,
     })
 }
 

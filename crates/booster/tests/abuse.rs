@@ -988,6 +988,44 @@ async fn resets_mid_transfer_leave_the_node_healthy() {
 /// The handshake timeout of the slowloris node: short, so the test is short.
 const SHORT_HANDSHAKE: &str = "handshake_timeout = \"2s\"\n";
 
+/// Usage is what crossed the uplink, not what the client read: a download cut short leaves
+/// bytes that arrived (and were acked) in the node's socket, and they count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_arrived_but_were_never_read_count_against_the_uplink() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let (acked_tx, acked_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // Writes until the node goes away, then says how many bytes the node's kernel acked.
+        let chunk = vec![7u8; 64 * 1024];
+        while s.write_all(&chunk).await.is_ok() {}
+        let _ = acked_tx.send(booster::sys::tcp_info(&s).unwrap().bytes_acked);
+    });
+    let node = node_with("").await;
+    let mut client = socks(node.proxy, server).await;
+    let mut some = vec![0u8; 1000];
+    client.read_exact(&mut some).await.unwrap();
+    // The client stops reading: every buffer between it and the server fills up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reset(client);
+    let acked = tokio::time::timeout(HANG, acked_rx).await.unwrap().unwrap();
+    let rx = || {
+        node.node()
+            .sources()
+            .iter()
+            .find(|s| s.name == "lo")
+            .map(|s| s.rx.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap()
+    };
+    eventually("the node's count reaches what its kernel acked", || async {
+        rx() >= acked
+    })
+    .await;
+    assert_eq!(rx(), acked, "counted on lo vs acked by the node's kernel");
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_handshakes_time_out_with_bounded_memory_while_others_are_served() {
     const N: usize = 3000;
