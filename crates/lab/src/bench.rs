@@ -964,9 +964,11 @@ fn loopback_phase(booster: &Path, files: &FileSet, kind: Kind, work: &Path, runs
 /// and records the node's RSS before, with them open, and after closing them.
 fn idle_connections(name: &str, node: &mut net::Booster, holder: &loopback::Holder, out: &mut Loopback) -> Result<()> {
     // Two descriptors per proxied connection, in the node and in this process (client side
-    // plus the holder's side); without CAP_SYS_RESOURCE the hard limit cannot be raised.
+    // plus the holder's side); without CAP_SYS_RESOURCE the hard limit cannot be raised. The
+    // node holds as many as `booster start` fits to the limit: (limit − 512) / 2, see
+    // `connections_for_nofile` in crates/booster/src/cmd/start.rs.
     let hard = procs::nofile_hard();
-    let n = IDLE_CONNS.min((hard.saturating_sub(400) / 2) as usize);
+    let n = IDLE_CONNS.min((hard.saturating_sub(512) / 2) as usize);
     if n < IDLE_CONNS {
         let why = format!(
             "{n} instead of {IDLE_CONNS} connections: the hard open-file limit here is {hard} and \

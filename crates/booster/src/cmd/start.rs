@@ -122,11 +122,7 @@ pub fn config(args: StartArgs) -> Result<Config, ExitCode> {
     let mut config = config;
     match crate::sys::raise_nofile_limit() {
         Ok(nofile) => {
-            // Two sockets per connection (client or peer channel, and its upstream), plus
-            // headroom for uplinks, probes, DNS, the store and the API, and one socket for each
-            // peer handshake that may be under way.
-            let headroom = 256 + crate::lend::MAX_HANDSHAKES;
-            let fits = (nofile as usize).saturating_sub(headroom) / 2;
+            let fits = connections_for_nofile(nofile);
             if config.max_connections > fits {
                 if config.max_connections == crate::config::DEFAULT_MAX_CONNECTIONS {
                     tracing::info!(
@@ -147,6 +143,14 @@ pub fn config(args: StartArgs) -> Result<Config, ExitCode> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     Ok(config)
+}
+
+/// The most connections an open-file limit of `nofile` leaves room for: two sockets per
+/// connection (client or peer channel, and its upstream), after headroom for uplinks, probes,
+/// DNS, the store and the API, and one socket for each peer handshake that may be under way.
+pub fn connections_for_nofile(nofile: u64) -> usize {
+    let headroom = 256 + crate::lend::MAX_HANDSHAKES;
+    (nofile as usize).saturating_sub(headroom) / 2
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
