@@ -753,11 +753,11 @@ fn lab_phase(
     if let Some(mut b) = bonder.take() {
         let (clean, all) = (clean_stalls.unwrap_or_default(), b.stalls());
         res.notes.push(format!(
-            "Bond path stalls (a path whose acks stopped while others progressed: it is dropped, \
-             its frames are re-sent on the others, and it is redialled), from the node's and the \
-             relay's logs: {} at the node and {} at the relay during the {} clean bonded \
-             streams (no link impaired: each is a false alarm); {} and {} in all, failover and \
-             round trips included.",
+            "Bond paths dropped as dead (no ack for 5 s: the connection is closed, its frames go \
+             on the others, and it is redialled; a shorter stall only copies its frames to the \
+             others), from the node's and the relay's logs: {} at the node and {} at the relay \
+             during the {} clean bonded streams (no link impaired: each is a false alarm); {} \
+             and {} in all, failover and round trips included.",
             clean.0,
             clean.1,
             bond_row.samples.len() + 1,

@@ -648,23 +648,31 @@ pub fn run(args: &SoakArgs) -> Result<Summary> {
         echo_max_us: AtomicU64::new(0),
         samples: Mutex::new(Vec::new()),
     };
-    // Warm-up: one of each, not counted; then idle, then the baseline.
+    // Warm-up: one of each, not counted; then idle, then the baseline. Paths, peers and
+    // capacities are still being learned, so a failed round is tried again (twice at most);
+    // wrong bytes end the run at once.
     println!("warm-up: one round of each workload ...");
-    for t in [
-        parallel_round(&target, &shared),
-        vec![get_one(&target, &shared)],
-        vec![bonded_one(&target, &shared)],
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if let Outcome::Failed(m) | Outcome::Corrupt(m) = &t.outcome {
-            bail!(
-                "warm-up {} failed: {m}\n{}\n{}",
-                wl_short(t.what),
-                home.proc.log_tail(),
-                relay.log_tail()
-            );
+    let rounds: [&dyn Fn() -> Vec<Transfer>; 3] = [
+        &|| parallel_round(&target, &shared),
+        &|| vec![get_one(&target, &shared)],
+        &|| vec![bonded_one(&target, &shared)],
+    ];
+    for round in rounds {
+        for attempt in 1..=3 {
+            let failed = round().into_iter().find(|t| t.outcome != Outcome::Ok);
+            let Some(t) = failed else { break };
+            let corrupt = matches!(t.outcome, Outcome::Corrupt(_));
+            if corrupt || attempt == 3 {
+                bail!(
+                    "warm-up {} failed: {:?}\n{}\n{}",
+                    wl_short(t.what),
+                    t.outcome,
+                    home.proc.log_tail(),
+                    relay.log_tail()
+                );
+            }
+            println!("warm-up {} failed ({:?}); again", wl_short(t.what), t.outcome);
+            procs::sleep(Duration::from_secs(2))?;
         }
     }
     warm_echo(&target).context("warm-up echo session")?;
