@@ -385,16 +385,13 @@ pub async fn dial(
         .map(|ip| SocketAddr::new(ip, target.port))
         .collect();
     let started = Instant::now();
-    let inner = tokio::time::timeout(opts.connect_timeout, happy_eyeballs(source, &addrs, opts))
+    let (inner, peer_addr) = tokio::time::timeout(opts.connect_timeout, happy_eyeballs(source, &addrs, opts))
         .await
         .map_err(|_| DialError::Timeout)??;
     let connect_time = started.elapsed();
-    let (local_addr, peer_addr) = match &inner {
-        Upstream::Tcp(t) => (
-            t.local_addr().map_err(DialError::from_io)?,
-            t.peer_addr().map_err(DialError::from_io)?,
-        ),
-        Upstream::Emu(_) | Upstream::Peer(_) | Upstream::Bond(_) => ("0.0.0.0:0".parse().expect("literal"), addrs[0]),
+    let local_addr = match &inner {
+        Upstream::Tcp(t) => t.local_addr().map_err(DialError::from_io)?,
+        Upstream::Emu(_) | Upstream::Peer(_) | Upstream::Bond(_) => "0.0.0.0:0".parse().expect("literal"),
     };
     Ok(Metered {
         inner,
@@ -428,13 +425,18 @@ fn interleave(ips: Vec<IpAddr>) -> Vec<IpAddr> {
 
 /// Starts an attempt per address, each `attempt_delay` after the previous one (or at once when
 /// the previous one failed), and keeps the first that connects.
-async fn happy_eyeballs(source: &Source, addrs: &[SocketAddr], opts: &DialOpts) -> Result<Upstream, DialError> {
+/// The connection, and the address it reached.
+async fn happy_eyeballs(
+    source: &Source,
+    addrs: &[SocketAddr],
+    opts: &DialOpts,
+) -> Result<(Upstream, SocketAddr), DialError> {
     let mut pending = FuturesUnordered::new();
     let mut next = 0;
     let mut best: Option<DialError> = None;
     loop {
         if next < addrs.len() && pending.is_empty() {
-            pending.push(connect_one(source, addrs[next], opts));
+            pending.push(connect_to(source, addrs[next], opts));
             next += 1;
         }
         let delay = tokio::time::sleep(opts.attempt_delay);
@@ -452,11 +454,15 @@ async fn happy_eyeballs(source: &Source, addrs: &[SocketAddr], opts: &DialOpts) 
                 }
             },
             _ = delay, if next < addrs.len() => {
-                pending.push(connect_one(source, addrs[next], opts));
+                pending.push(connect_to(source, addrs[next], opts));
                 next += 1;
             }
         }
     }
+}
+
+async fn connect_to(source: &Source, addr: SocketAddr, opts: &DialOpts) -> Result<(Upstream, SocketAddr), DialError> {
+    connect_one(source, addr, opts).await.map(|up| (up, addr))
 }
 
 async fn connect_one(source: &Source, addr: SocketAddr, opts: &DialOpts) -> Result<Upstream, DialError> {
@@ -484,9 +490,13 @@ fn bound_socket(iface: &str, addr: SocketAddr) -> Result<tokio::net::TcpSocket, 
     } else {
         socket2::Domain::IPV6
     };
-    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-        .map_err(DialError::from_io)?;
-    sock.set_nonblocking(true).map_err(DialError::Io)?;
+    // Non-blocking from the start (`SOCK_NONBLOCK`), not with two `fcntl` calls after.
+    let sock = socket2::Socket::new(
+        domain,
+        socket2::Type::STREAM.nonblocking(),
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(DialError::from_io)?;
     bind_to_uplink(&sock, iface, addr.is_ipv4()).map_err(|err| DialError::BindFailed {
         iface: iface.to_string(),
         err,

@@ -51,9 +51,10 @@ struct Upstream {
     conn: Metered,
 }
 
-pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<(), SessionError> {
+/// Serves one HTTP proxy client; `early` holds what was read of it already.
+pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx, early: Vec<u8>) -> Result<(), SessionError> {
     let node = &ctx.node;
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut buf = early;
     let mut upstream: Option<Upstream> = None;
     let mut first = true;
     loop {

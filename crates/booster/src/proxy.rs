@@ -45,15 +45,18 @@ pub async fn serve(listener: TcpListener, ctx: Ctx, stop: CancellationToken, tra
     }
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
+async fn handle(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
+    use tokio::io::AsyncReadExt;
     let _ = stream.set_nodelay(true);
-    let mut first = [0u8; 1];
-    let peeked = tokio::select! {
+    // The first bytes (a SOCKS5 greeting is usually all there) tell the protocol, and go on
+    // to its session as what was read of it already: one read, no peek before it.
+    let mut early = Vec::with_capacity(FIRST_READ);
+    let read = tokio::select! {
         _ = ctx.kill.cancelled() => return,
-        r = tokio::time::timeout(ctx.node.config.handshake_timeout, stream.peek(&mut first)) => r,
+        r = tokio::time::timeout(ctx.node.config.handshake_timeout, stream.read_buf(&mut early)) => r,
     };
-    match peeked {
-        Ok(Ok(1)) => {}
+    match read {
+        Ok(Ok(n)) if n > 0 => {}
         Ok(Ok(_)) | Ok(Err(_)) => return,
         Err(_) => {
             tracing::debug!(client = %peer, "handshake timed out before the first byte");
@@ -63,9 +66,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     // Every session ends when the node kills open connections (after the drain timeout), also
     // an idle HTTP CONNECT tunnel or a keep-alive connection waiting for its next request.
     let session = async {
-        match first[0] {
-            proto::socks5::VERSION => socks::serve(stream, peer, ctx).await,
-            b'A'..=b'Z' => http_proxy::serve(stream, peer, ctx).await,
+        match early[0] {
+            proto::socks5::VERSION => socks::serve(stream, peer, ctx, early).await,
+            b'A'..=b'Z' => http_proxy::serve(stream, peer, ctx, early).await,
             0x04 => {
                 // SOCKS4: answer "request rejected" in its own format so the client says why.
                 use tokio::io::AsyncWriteExt;
@@ -89,6 +92,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     }
 }
 
+/// Bytes the first read of a client connection asks for: a whole SOCKS5 greeting, and the
+/// start of an HTTP request line, without holding more for a client that sends one byte.
+const FIRST_READ: usize = 64;
 /// Most bytes one read of a handshake asks for; a head needing more takes several reads.
 const READ_CHUNK: usize = 4096;
 

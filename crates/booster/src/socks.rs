@@ -44,10 +44,11 @@ fn handshake_err<E: std::fmt::Display>(e: ReadError<E>) -> SessionError {
     SessionError::Handshake(e.to_string())
 }
 
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<(), SessionError> {
+/// Serves one SOCKS5 client; `early` holds what was read of it already.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx, early: Vec<u8>) -> Result<(), SessionError> {
     let node = &ctx.node;
     let deadline = tokio::time::Instant::now() + node.config.handshake_timeout;
-    let mut buf = Vec::with_capacity(64);
+    let mut buf = early;
     let mut out = Vec::with_capacity(32);
 
     let greeting = read_message(&mut stream, &mut buf, MAX_HANDSHAKE, deadline, Greeting::decode)
