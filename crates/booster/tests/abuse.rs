@@ -270,6 +270,14 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut cond:
     }
 }
 
+/// Waits until an in-process node has no client connection open.
+async fn all_closed(node: &TestNode) {
+    eventually("clients_open back to 0", || async {
+        node.node().clients_open.load(std::sync::atomic::Ordering::Relaxed) == 0
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // booster processes.
 
@@ -489,10 +497,7 @@ async fn malformed_socks5_requests_get_the_precise_reply_code() {
             "first byte {first}"
         );
     }
-    eventually("clients_open back to 0", || async {
-        node.node().clients_open.load(std::sync::atomic::Ordering::Relaxed) == 0
-    })
-    .await;
+    all_closed(&node).await;
     node.shutdown().await;
 }
 
@@ -527,10 +532,7 @@ async fn truncated_socks5_and_http_requests_are_closed_without_a_hang() {
     let r = raw_then_eof(node.proxy, full.as_bytes()).await;
     assert!(status_line(&r).starts_with("HTTP/1.1 200"), "{}", status_line(&r));
     drop(s);
-    eventually("clients_open back to 0", || async {
-        node.node().clients_open.load(std::sync::atomic::Ordering::Relaxed) == 0
-    })
-    .await;
+    all_closed(&node).await;
     node.shutdown().await;
 }
 
@@ -558,7 +560,7 @@ async fn a_flood_of_bad_clients_is_answered_each_time_and_logged_sparingly() {
     let mut s = socks(node.proxy, echo).await;
     echo_once(&mut s, b"served").await;
     drop(s);
-    eventually("clients_open back to 0", || async { node.clients_open().await == 0 }).await;
+    node.wait_idle().await;
     assert!(node.proc.alive());
 }
 
@@ -670,10 +672,7 @@ async fn malformed_http_requests_get_the_precise_status() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    eventually("clients_open back to 0", || async {
-        node.node().clients_open.load(std::sync::atomic::Ordering::Relaxed) == 0
-    })
-    .await;
+    all_closed(&node).await;
     node.shutdown().await;
 }
 
@@ -874,10 +873,7 @@ async fn half_close_is_carried_in_each_direction() {
     s.shutdown().await.unwrap();
     let sent = tokio::time::timeout(HANG, after.recv()).await.unwrap().unwrap();
     assert_eq!(sent, b"after your EOF");
-    eventually("clients_open back to 0", || async {
-        node.node().clients_open.load(std::sync::atomic::Ordering::Relaxed) == 0
-    })
-    .await;
+    all_closed(&node).await;
     node.shutdown().await;
 }
 
@@ -974,11 +970,7 @@ async fn resets_mid_transfer_leave_the_node_healthy() {
     let mut s = socks(node.proxy, echo).await;
     echo_once(&mut s, b"still healthy").await;
     drop(s);
-    eventually("clients_open back to 0", || {
-        let n = n.clone();
-        async move { n.clients_open.load(std::sync::atomic::Ordering::Relaxed) == 0 }
-    })
-    .await;
+    all_closed(&node).await;
     node.shutdown().await;
 }
 

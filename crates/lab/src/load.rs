@@ -152,11 +152,7 @@ async fn serve(rate: u64) -> Result<()> {
             });
         }
     });
-    // Until the parent goes away (it holds our stdin).
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 1];
-    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
-    Ok(())
+    until_parent_exits().await
 }
 
 /// The anchor for connect latency: fast-socks5 1.0's server, in its own process on a runtime
@@ -187,10 +183,31 @@ async fn serve_anchor() -> Result<()> {
             });
         }
     });
+    until_parent_exits().await
+}
+
+/// A helper process (`lab load --serve`, `--anchor`) runs until the parent goes away: the
+/// parent holds its stdin.
+async fn until_parent_exits() -> Result<()> {
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 1];
     while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
     Ok(())
+}
+
+/// Starts `lab load ARGS` (a helper process) and returns it with the line it printed first.
+fn helper(args: &[&str]) -> Result<(ChildGuard, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("load")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let child = ChildGuard(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok((child, line))
 }
 
 struct Anchor {
@@ -200,20 +217,13 @@ struct Anchor {
 
 impl Anchor {
     fn start() -> Result<Anchor> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["load", "--anchor"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the anchor proxy")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let (child, line) = helper(&["--anchor"]).context("starting the anchor proxy")?;
         let addr = line
             .strip_prefix("fast-socks5 ")
             .ok_or_else(|| anyhow!("the anchor said {line:?}"))?;
         Ok(Anchor {
             proxy: addr.trim().parse()?,
-            _child: ChildGuard(child),
+            _child: child,
         })
     }
 }
@@ -227,14 +237,7 @@ struct Servers {
 
 impl Servers {
     fn start(rate: u64) -> Result<Servers> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["load", "--serve", "--rate", &rate.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the servers")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let (child, line) = helper(&["--serve", "--rate", &rate.to_string()]).context("starting the servers")?;
         let w: Vec<&str> = line.split_whitespace().collect();
         if w.len() != 6 {
             bail!("servers said {line:?}");
@@ -243,7 +246,7 @@ impl Servers {
             slow: w[1].parse()?,
             bulk: w[3].parse()?,
             plain: w[5].parse()?,
-            _child: ChildGuard(child),
+            _child: child,
         })
     }
 }
