@@ -276,7 +276,7 @@ impl Summary {
                 "Command: `{}` (seed {}). Ran {:.1} min of traffic and chaos on the `peers` lab: home (adsl 4 Mbit/s, \
                  30 ms) borrows phone-1/4g (20 Mbit/s, 60 ms) and phone-2/4g (20 Mbit/s, 45 ms) and bonds `:{BOND_PORT}` \
                  through `booster relay`, with `:{ECHO_PORT}` redundant. Code: `crates/lab/src/soak.rs`; a 60 s version \
-                 is a test (`crates/lab/tests/soak_smoke.rs`), run wherever a fresh release build exists.",
+                 is a test (`crates/lab/tests/soak_smoke.rs`), part of `cargo test --workspace`.",
                 self.command,
                 self.seed,
                 self.secs / 60.0
