@@ -129,6 +129,7 @@ async fn sources(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
 }
 
 pub fn status_json(node: &Node) -> serde_json::Value {
+    let heap = crate::sys::heap();
     json!({
         "node": {
             "listen": node.config.listen,
@@ -137,6 +138,8 @@ pub fn status_json(node: &Node) -> serde_json::Value {
             "clients_total": node.clients_total.load(Relaxed),
             "clients_refused": node.clients_refused.load(Relaxed),
             "tasks": alive_tasks(),
+            "heap_bytes": heap.map(|h| h.in_use),
+            "heap_held_bytes": heap.map(|h| h.held),
             "month": crate::store::current_month(),
         },
         "sources": node.views(),

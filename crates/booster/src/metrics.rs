@@ -163,6 +163,22 @@ impl Collector for NodeCollector {
             None,
             ConstGauge::new(crate::api::alive_tasks() as i64),
         )?;
+        if let Some(heap) = crate::sys::heap() {
+            single(
+                &mut enc,
+                "booster_heap",
+                "Heap bytes allocated and not freed (glibc's count; absent with other C libraries).",
+                Some(Unit::Bytes),
+                ConstGauge::new(heap.in_use as i64),
+            )?;
+            single(
+                &mut enc,
+                "booster_heap_held",
+                "Heap bytes the allocator holds from the OS: in use plus free chunks kept for reuse.",
+                Some(Unit::Bytes),
+                ConstGauge::new(heap.held as i64),
+            )?;
+        }
         single(
             &mut enc,
             "booster_uptime",

@@ -286,6 +286,33 @@ pub fn original_dst(fd: &impl AsRawFd, v6: bool) -> io::Result<std::net::SocketA
     }
 }
 
+/// The allocator's view of the heap, for telling a leak (bytes in use keep growing) from memory
+/// the allocator keeps for reuse (RSS grows in steps while the bytes in use stay level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heap {
+    /// Bytes handed out by `malloc` and not yet freed, mmapped chunks included.
+    pub in_use: u64,
+    /// Bytes the allocator holds from the OS (in use plus free chunks it keeps).
+    pub held: u64,
+}
+
+/// glibc's `mallinfo2`; `None` with another C library. It walks the arenas under their locks:
+/// cheap enough for an API call or a scrape, not for a hot path.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn heap() -> Option<Heap> {
+    // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
+    let m = unsafe { libc::mallinfo2() };
+    Some(Heap {
+        in_use: (m.uordblks + m.hblkhd) as u64,
+        held: (m.arena + m.hblkhd) as u64,
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap() -> Option<Heap> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +332,21 @@ mod tests {
         let info = tcp_info(&c).unwrap();
         assert!(info.snd_cwnd > 0);
         set_notsent_lowat(&c, 16 * 1024).unwrap();
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn heap_counts_a_live_allocation() {
+        let before = heap().unwrap();
+        let block = vec![1u8; 64 << 20];
+        let during = heap().unwrap();
+        assert!(
+            during.in_use >= before.in_use + (32 << 20),
+            "{before:?} then {during:?}"
+        );
+        assert!(during.held >= during.in_use);
+        drop(std::hint::black_box(block));
+        assert!(heap().unwrap().in_use + (32 << 20) <= during.in_use);
     }
 
     #[test]

@@ -156,6 +156,11 @@ pub struct Sample {
     pub threads: u64,
     /// Tasks alive on home's runtime (`/api/status` `node.tasks`); 0 if the API did not answer.
     pub tasks: u64,
+    /// Heap allocated and not freed (`node.heap_bytes`): level under steady traffic unless
+    /// something leaks, whatever RSS does. 0 if unknown.
+    pub heap_kib: u64,
+    /// Heap the allocator holds from the OS (`node.heap_held_bytes`); RSS follows this.
+    pub heap_held_kib: u64,
 }
 
 /// Usage vs kernel counters of one uplink over the measured interval.
@@ -214,9 +219,9 @@ impl Summary {
         self.judged().iter().filter(|j| j.1 == v).count()
     }
 
-    /// RSS per tenth of the run (its highest and last sample), so growth shows as a trend
-    /// rather than as one number: a leak climbs tenth after tenth, an allocator settling on
-    /// its working set climbs early and then stays.
+    /// RSS and heap per tenth of the run (the highest and the last sample), so growth shows as
+    /// a trend rather than as one number: a leak climbs tenth after tenth in the heap's bytes
+    /// in use; an allocator settling on its working set climbs early in RSS and then stays.
     fn rss_over_time(&self, s: &mut String) {
         let tenths = 10;
         let span = self.secs / tenths as f64;
@@ -224,32 +229,49 @@ impl Summary {
             return;
         }
         let mib = |k: u64| k as f64 / 1024.0;
-        s.push_str("RSS over the run (MiB; the highest and the last 10 s sample of each tenth):\n\n");
-        s.push_str("| from (s) | highest | last | tasks (last) |\n|---:|---:|---:|---:|\n");
+        s.push_str(
+            "Memory over the run (MiB; the highest and the last 10 s sample of each tenth; heap: \
+             allocated and not freed, and held by the allocator):\n\n",
+        );
+        s.push_str(
+            "| from (s) | RSS highest | RSS last | heap in use highest | heap in use last | heap held last | tasks (last) |\n\
+             |---:|---:|---:|---:|---:|---:|---:|\n",
+        );
         let mut peaks = Vec::new();
+        let mut heap_peaks = Vec::new();
         for i in 0..tenths {
             let (from, to) = (span * i as f64, span * (i + 1) as f64);
             let part: Vec<&Sample> = self.samples.iter().filter(|x| x.t >= from && x.t < to).collect();
             let (Some(high), Some(last)) = (part.iter().map(|x| x.rss_kib).max(), part.last()) else {
                 continue;
             };
+            let heap_high = part.iter().map(|x| x.heap_kib).max().unwrap_or(0);
             peaks.push(high);
+            heap_peaks.push(heap_high);
             s.push_str(&format!(
-                "| {from:.0} | {:.1} | {:.1} | {} |\n",
+                "| {from:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
                 mib(high),
                 mib(last.rss_kib),
+                mib(heap_high),
+                mib(last.heap_kib),
+                mib(last.heap_held_kib),
                 last.tasks
             ));
         }
         if peaks.len() >= 4 {
-            let half = peaks.len() / 2;
-            let first = *peaks[..half].iter().max().unwrap_or(&0);
-            let second = *peaks[half..].iter().max().unwrap_or(&0);
+            let halves = |v: &[u64]| {
+                let half = v.len() / 2;
+                let first = *v[..half].iter().max().unwrap_or(&0);
+                let second = *v[half..].iter().max().unwrap_or(&0);
+                (mib(first), mib(second))
+            };
+            let (first, second) = halves(&peaks);
+            let (heap_first, heap_second) = halves(&heap_peaks);
             s.push_str(&format!(
-                "\nHighest in the first half {:.1} MiB, in the second half {:.1} MiB ({:+.1} MiB).\n",
-                mib(first),
-                mib(second),
-                mib(second) - mib(first)
+                "\nHighest RSS in the first half {first:.1} MiB, in the second half {second:.1} MiB \
+                 ({:+.1} MiB); highest heap in use {heap_first:.1} and {heap_second:.1} MiB ({:+.1} MiB).\n",
+                second - first,
+                heap_second - heap_first
             ));
         }
         s.push('\n');
@@ -409,6 +431,16 @@ impl Summary {
                 self.baseline.rss_kib as f64 / 1024.0,
                 self.last.rss_kib as f64 / 1024.0,
                 max_rss as f64 / 1024.0
+            ),
+        );
+        let max_heap = self.samples.iter().map(|x| x.heap_kib).max().unwrap_or(0);
+        w(
+            &mut s,
+            format!(
+                "| heap in use (MiB) | {:.1} | {:.1} | {:.1} |",
+                self.baseline.heap_kib as f64 / 1024.0,
+                self.last.heap_kib as f64 / 1024.0,
+                max_heap as f64 / 1024.0
             ),
         );
         w(
@@ -680,8 +712,9 @@ pub fn run(args: &SoakArgs) -> Result<Summary> {
     let baseline = sample(home_pid, &target, 0.0)?;
     let marks0 = usage_marks(&lab, &home)?;
     println!(
-        "baseline (idle after warm-up): RSS {:.1} MiB, {} fds, {} threads, {} tasks",
+        "baseline (idle after warm-up): RSS {:.1} MiB (heap {:.1} in use), {} fds, {} threads, {} tasks",
         baseline.rss_kib as f64 / 1024.0,
+        baseline.heap_kib as f64 / 1024.0,
         baseline.fds,
         baseline.threads,
         baseline.tasks
@@ -1268,16 +1301,20 @@ fn sample(pid: u32, home: &Target, t: f64) -> Result<Sample> {
             .ok_or_else(|| anyhow!("no {k} for pid {pid}"))
     };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    let node = procs::http_get(&home.home_ns, home.api, "/api/status")
+        .ok()
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .map(|v| v["node"].clone())
+        .unwrap_or_default();
+    let number = |k: &str| node[k].as_u64().unwrap_or(0);
     Ok(Sample {
         t,
         rss_kib: field("VmRSS:")?,
         fds,
         threads: field("Threads:")?,
-        tasks: procs::http_get(&home.home_ns, home.api, "/api/status")
-            .ok()
-            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-            .and_then(|v| v["node"]["tasks"].as_u64())
-            .unwrap_or(0),
+        tasks: number("tasks"),
+        heap_kib: number("heap_bytes") / 1024,
+        heap_held_kib: number("heap_held_bytes") / 1024,
     })
 }
 
