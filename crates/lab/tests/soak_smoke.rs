@@ -22,7 +22,8 @@ fn soak_for_a_minute() {
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let (release, debug) = (target.join("release/booster"), target.join("debug/booster"));
     let bin = match (modified(&release), modified(&debug)) {
-        (Some(r), d) if d.is_none_or(|d| r >= d) => release,
+        (Some(r), Some(d)) if r >= d => release,
+        (Some(_), None) => release,
         (_, Some(_)) => debug,
         (None, None) => panic!(
             "no booster binary under {}: run `cargo test --workspace` (or `cargo build -p booster`)",
