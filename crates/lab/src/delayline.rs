@@ -169,6 +169,11 @@ impl DelayControl {
         self.jitter_us.store(us(jitter), Ordering::Relaxed);
     }
 
+    /// The current jitter: extra random delay per packet, up to this much.
+    pub fn jitter(&self) -> Duration {
+        Duration::from_micros(self.jitter_us.load(Ordering::Relaxed))
+    }
+
     /// Sets the drop probability per packet and direction, clamped to 0..=1.
     pub fn set_loss(&self, p: f64) {
         let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };

@@ -15,6 +15,7 @@
 //! - [`topology`]: builds a profile's namespaces and links, with cut / blackhole / restore.
 
 pub mod bench;
+pub mod calibrate;
 pub mod delayline;
 pub mod emulink;
 pub mod load;

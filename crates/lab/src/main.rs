@@ -44,6 +44,9 @@ enum Cmd {
     /// One node on loopback under 10,000 connections with steady transfers, a throughput run
     /// and sequential connects: memory per connection, CPU per Gbit/s, connect p50/p99.
     Load(lab::load::LoadArgs),
+    /// Measure every link of the profiles (default: all four) against its rate and RTT, one lab
+    /// at a time; print a table, write docs/calibration.md; exit 1 if any is out of 10%.
+    Calibrate(lab::calibrate::CalibrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Cmd::Soak(args) => soak(&args),
         Cmd::Cleanup => cleanup(),
         Cmd::Load(args) => lab::load::run(args),
+        Cmd::Calibrate(args) => lab::calibrate::run(args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
