@@ -921,28 +921,39 @@ fn loopback_phase(booster: &Path, files: &FileSet, kind: Kind, work: &Path, runs
         anyhow::ensure!(code == 200 && n == size, "curl got HTTP {code}, {n} of {size} bytes");
         Ok(n as f64 / secs)
     };
-    // Warm the page cache and both paths once, unrecorded.
+    // The anchor: fast-socks5 1.0 in the same namespace, measured in the same rounds.
+    let anchor = crate::load::Anchor::start(Some(&name))?;
+    // Warm the page cache and every path once, unrecorded.
     get(None)?;
     for _ in 0..runs {
         let d = get(None)?;
         let p = get(Some(node.proxy)).with_context(|| node.proc.log_tail())?;
+        let a = get(Some(anchor.proxy)).context("through fast-socks5")?;
         println!(
-            "  1 GB: direct {:.2} GB/s, through booster {:.2} GB/s",
+            "  1 GB: direct {:.2} GB/s, through booster {:.2} GB/s, through fast-socks5 {:.2} GB/s",
             d / 1e9,
-            p / 1e9
+            p / 1e9,
+            a / 1e9
         );
         out.direct.push(d);
         out.proxied.push(p);
+        out.anchor.push(a);
     }
 
     let holder = loopback::Holder::start(&name, std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9000))?;
     out.latency = loopback::connect_latency(&name, node.proxy, holder.addr, LATENCY_WARM, LATENCY_PAIRS)
         .with_context(|| node.proc.log_tail())?;
-    let diff: Vec<f64> = out.latency.iter().map(|(d, p)| p - d).collect();
+    out.anchor_latency = loopback::connect_latency(&name, anchor.proxy, holder.addr, LATENCY_WARM, LATENCY_PAIRS)
+        .context("connects through fast-socks5")?;
+    drop(anchor);
+    let added =
+        |pairs: &[(f64, f64)], p: f64| loopback::percentile(&pairs.iter().map(|(d, x)| x - d).collect::<Vec<_>>(), p);
     println!(
-        "  added connect latency: p50 {:.0} µs, p99 {:.0} µs",
-        loopback::percentile(&diff, 50.0),
-        loopback::percentile(&diff, 99.0)
+        "  added connect latency: p50 {:.0} µs, p99 {:.0} µs (fast-socks5: {:.0} / {:.0} µs)",
+        added(&out.latency, 50.0),
+        added(&out.latency, 99.0),
+        added(&out.anchor_latency, 50.0),
+        added(&out.anchor_latency, 99.0)
     );
     procs::sleep(Duration::from_millis(500))?;
     holder.clear();

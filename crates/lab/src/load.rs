@@ -90,7 +90,7 @@ pub fn run(args: LoadArgs) -> Result<()> {
     );
     println!("{}", node.note.trim());
 
-    let anchor = Anchor::start()?;
+    let anchor = Anchor::start(None)?;
     // Warm up: the runtime and allocator make their lazy structures on first use.
     for _ in 0..200 {
         drop(socks_connect(node.proxy, servers.plain)?);
@@ -195,9 +195,19 @@ async fn until_parent_exits() -> Result<()> {
     Ok(())
 }
 
-/// Starts `lab load ARGS` (a helper process) and returns it with the line it printed first.
-fn helper(args: &[&str]) -> Result<(ChildGuard, String)> {
-    let mut child = Command::new(std::env::current_exe()?)
+/// Starts `lab load ARGS` (a helper process), in network namespace `ns` if given, and returns
+/// it with the line it printed first.
+fn helper(ns: Option<&str>, args: &[&str]) -> Result<(ChildGuard, String)> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let mut child = cmd
         .arg("load")
         .args(args)
         .stdin(Stdio::piped())
@@ -210,14 +220,16 @@ fn helper(args: &[&str]) -> Result<(ChildGuard, String)> {
     Ok((child, line))
 }
 
-struct Anchor {
-    proxy: SocketAddr,
+/// fast-socks5 1.0 in its own process (see `serve_anchor`), on loopback.
+pub struct Anchor {
+    pub proxy: SocketAddr,
     _child: ChildGuard,
 }
 
 impl Anchor {
-    fn start() -> Result<Anchor> {
-        let (child, line) = helper(&["--anchor"]).context("starting the anchor proxy")?;
+    /// Starts the anchor in network namespace `ns`, or in this process's namespace.
+    pub fn start(ns: Option<&str>) -> Result<Anchor> {
+        let (child, line) = helper(ns, &["--anchor"]).context("starting the anchor proxy")?;
         let addr = line
             .strip_prefix("fast-socks5 ")
             .ok_or_else(|| anyhow!("the anchor said {line:?}"))?;
@@ -237,7 +249,7 @@ struct Servers {
 
 impl Servers {
     fn start(rate: u64) -> Result<Servers> {
-        let (child, line) = helper(&["--serve", "--rate", &rate.to_string()]).context("starting the servers")?;
+        let (child, line) = helper(None, &["--serve", "--rate", &rate.to_string()]).context("starting the servers")?;
         let w: Vec<&str> = line.split_whitespace().collect();
         if w.len() != 6 {
             bail!("servers said {line:?}");

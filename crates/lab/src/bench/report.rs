@@ -75,8 +75,12 @@ pub struct Loopback {
     pub origin: String,
     pub direct: Vec<f64>,
     pub proxied: Vec<f64>,
+    /// Through the anchor, fast-socks5 1.0, in the same rounds.
+    pub anchor: Vec<f64>,
     /// (direct µs, through proxy µs) per connect pair.
     pub latency: Vec<(f64, f64)>,
+    /// The same through fast-socks5.
+    pub anchor_latency: Vec<(f64, f64)>,
     pub idle_n: usize,
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
@@ -351,16 +355,30 @@ impl Results {
             format!("{} ({}), {:.0}% of direct", gb(pm), range(&l.proxied), pm / dm * 100.0),
             "≥ 90% of direct".into(),
         ]);
-        if !l.latency.is_empty() {
-            let diff: Vec<f64> = l.latency.iter().map(|(d, p)| p - d).collect();
-            let d: Vec<f64> = l.latency.iter().map(|x| x.0).collect();
-            let p: Vec<f64> = l.latency.iter().map(|x| x.1).collect();
-            use super::loopback::percentile as pc;
+        if !l.anchor.is_empty() {
+            let am = median(&l.anchor);
             v.push([
+                "the same through fast-socks5 1.0 (anchor, same rounds)".into(),
                 format!(
-                    "added connect latency ({} SOCKS5 CONNECTs vs direct connects)",
-                    l.latency.len()
+                    "{} ({}), {:.0}% of direct; booster moves **{:.2}×** what fast-socks5 does",
+                    gb(am),
+                    range(&l.anchor),
+                    am / dm * 100.0,
+                    pm / am
                 ),
+                "".into(),
+            ]);
+        }
+        use super::loopback::percentile as pc;
+        let mut latency = |what: String, pairs: &[(f64, f64)], target: &str| {
+            if pairs.is_empty() {
+                return;
+            }
+            let diff: Vec<f64> = pairs.iter().map(|(d, p)| p - d).collect();
+            let d: Vec<f64> = pairs.iter().map(|x| x.0).collect();
+            let p: Vec<f64> = pairs.iter().map(|x| x.1).collect();
+            v.push([
+                what,
                 format!(
                     "p50 {:.0} µs, p99 {:.0} µs (direct p50 {:.0} µs; through the proxy p50 {:.0} µs, p99 {:.0} µs)",
                     pc(&diff, 50.0),
@@ -369,9 +387,22 @@ impl Results {
                     pc(&p, 50.0),
                     pc(&p, 99.0)
                 ),
-                "≤ 100 µs at p50".into(),
+                target.into(),
             ]);
-        }
+        };
+        latency(
+            format!(
+                "added connect latency ({} SOCKS5 CONNECTs vs direct connects)",
+                l.latency.len()
+            ),
+            &l.latency,
+            "≤ 100 µs at p50",
+        );
+        latency(
+            "the same through fast-socks5 1.0 (anchor)".into(),
+            &l.anchor_latency,
+            "",
+        );
         if let Some(e) = &l.idle_error {
             v.push([
                 "idle proxied connections".into(),
@@ -532,17 +563,29 @@ impl Results {
         }
         if let Ok(l) = &self.loopback {
             if !l.direct.is_empty() && !l.proxied.is_empty() {
+                let anchor = if l.anchor.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (fast-socks5 {:.0}%)", median(&l.anchor) / median(&l.direct) * 100.0)
+                };
                 v.push([
                     "loopback: proxy data path vs direct".into(),
-                    format!("**{:.0}%**", median(&l.proxied) / median(&l.direct) * 100.0),
+                    format!("**{:.0}%**{anchor}", median(&l.proxied) / median(&l.direct) * 100.0),
                     "≥ 90%".into(),
                 ]);
             }
             if !l.latency.is_empty() {
-                let diff: Vec<f64> = l.latency.iter().map(|(d, p)| p - d).collect();
+                let added = |pairs: &[(f64, f64)]| {
+                    super::loopback::percentile(&pairs.iter().map(|(d, p)| p - d).collect::<Vec<_>>(), 50.0)
+                };
+                let anchor = if l.anchor_latency.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (fast-socks5 {:.0} µs)", added(&l.anchor_latency))
+                };
                 v.push([
                     "loopback: added connect latency, p50".into(),
-                    format!("**{:.0} µs**", super::loopback::percentile(&diff, 50.0)),
+                    format!("**{:.0} µs**{anchor}", added(&l.latency)),
                     "≤ 100 µs".into(),
                 ]);
             }
@@ -987,7 +1030,12 @@ impl Results {
             let _ = writeln!(
                 m,
                 "\n- Throughput: `curl -o /dev/null` of a 1 GB file, direct vs `-x \
-                 socks5h://…`; bytes / curl's `time_total`, {} run(s) each.\n\
+                 socks5h://…` through booster and through fast-socks5 1.0 (the anchor, its \
+                 example server in its own process with two runtime threads, as `lab load` \
+                 runs it); bytes / curl's `time_total`, {} run(s) each, the three side by side \
+                 in each round. The machine has two cores: curl, nginx and the proxy share \
+                 them, and every byte crosses the loopback stack twice through a proxy, once \
+                 directly.\n\
                  - Connect latency: a small SOCKS5 client in the bench times greeting → \
                  method reply → CONNECT → reply, against a plain TCP connect to the same \
                  listener, in alternating pairs after 20 warm-up pairs; the difference per \
@@ -1055,7 +1103,9 @@ impl Results {
             "loopback": self.loopback.as_ref().ok().map(|l| serde_json::json!({
                 "direct_bytes_per_sec": l.direct,
                 "proxied_bytes_per_sec": l.proxied,
+                "fast_socks5_bytes_per_sec": l.anchor,
                 "connect_us_direct_proxied": l.latency,
+                "connect_us_direct_fast_socks5": l.anchor_latency,
                 "idle_n": l.idle_n,
                 "rss_kib": [l.rss_before_kib, l.rss_after_kib, l.rss_closed_kib, l.rss_reopened_kib],
             })),
