@@ -32,6 +32,47 @@ pub enum StartError {
     Config(String),
 }
 
+/// How often the heap keeper looks, and how long the node must have had no client for it to
+/// act.
+const HEAP_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// Free memory the allocator may keep before the keeper hands it back.
+const HEAP_SLACK: u64 = 4 << 20;
+
+/// After a burst of connections glibc keeps the freed memory for reuse, so the node's RSS stays
+/// at its peak. A phone lending its uplink now and then would hold that for nothing: once the
+/// node has had no client for [`HEAP_CHECK`] and more than [`HEAP_SLACK`] sits free, give it
+/// back. Busy nodes are left alone (trimming takes the allocator's locks).
+async fn keep_heap_small(node: &Node, stop: &CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut every = tokio::time::interval(HEAP_CHECK);
+    // Quiet checks in a row, and whether this quiet spell was trimmed already (trimming hands
+    // pages back but glibc still counts them as held, so the slack alone cannot tell).
+    let (mut quiet_checks, mut trimmed) = (0u32, false);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if node.clients_open.load(Relaxed) > 0 {
+            (quiet_checks, trimmed) = (0, false);
+            continue;
+        }
+        quiet_checks += 1;
+        if quiet_checks < 2 || trimmed {
+            continue;
+        }
+        if let Some(h) = crate::sys::heap().filter(|h| h.held.saturating_sub(h.in_use) > HEAP_SLACK) {
+            crate::sys::trim_heap();
+            trimmed = true;
+            tracing::debug!(
+                held = h.held,
+                in_use = h.in_use,
+                "idle: free heap handed back to the OS"
+            );
+        }
+    }
+}
+
 /// The node's static key for the peer channel, in its data dir.
 pub const IDENTITY_FILE: &str = "identity.key";
 
@@ -188,6 +229,11 @@ pub async fn start(config: Config, extras: Extras) -> Result<Running, StartError
                 }
             }
         });
+    }
+    {
+        let node = node.clone();
+        let stop = stop.clone();
+        services.spawn(async move { keep_heap_small(&node, &stop).await });
     }
     if node.store.is_some() {
         let node = node.clone();

@@ -1167,6 +1167,48 @@ async fn the_heap_in_use_comes_back_to_its_level_after_thousands_of_connections(
     );
 }
 
+#[cfg(target_env = "gnu")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_burst_an_idle_node_hands_its_free_memory_back() {
+    const N: usize = 2000;
+    let echo = echo_server().await;
+    let node = NodeProc::start("", &[], None);
+    echo_once(&mut socks(node.proxy, echo).await, b"warm").await;
+    node.wait_idle().await;
+    let idle_kb = node.proc.status_kb("VmRSS:");
+    let mut held = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut s = socks(node.proxy, echo).await;
+        echo_once(&mut s, b"hello").await;
+        held.push(s);
+    }
+    let peak_kb = node.proc.status_kb("VmRSS:");
+    drop(held);
+    node.wait_idle().await;
+    let closed_kb = node.proc.status_kb("VmRSS:");
+    // glibc keeps what the 2,000 tunnels freed; the node hands it back once it has been quiet
+    // for two of its 5 s checks.
+    let near_idle = idle_kb + (peak_kb - idle_kb) / 4;
+    let start = std::time::Instant::now();
+    let mut now_kb = closed_kb;
+    while now_kb > near_idle && start.elapsed() < HANG {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        now_kb = node.proc.status_kb("VmRSS:");
+    }
+    eprintln!(
+        "RSS: idle {idle_kb} kB, {N} tunnels {peak_kb} kB, closed {closed_kb} kB, {now_kb} kB after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        peak_kb > idle_kb + 8 * 1024,
+        "the burst did not grow the node: {idle_kb} → {peak_kb} kB"
+    );
+    assert!(
+        now_kb <= near_idle,
+        "RSS stayed at {now_kb} kB (idle {idle_kb}, peak {peak_kb})"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_fd_limit_new_clients_are_refused_cleanly_and_served_again_later() {
     // 1024 fds: `booster start` fits max_connections to (1024 - 256 - 256) / 2 = 256 (headroom,
