@@ -174,7 +174,7 @@ impl Collector for NodeCollector {
             single(
                 &mut enc,
                 "booster_heap_held",
-                "Heap bytes the allocator holds from the OS: in use plus free chunks kept for reuse.",
+                "Heap bytes the allocator holds from the OS: in use plus free chunks kept for reuse (pages trimmed from inside its arenas still count).",
                 Some(Unit::Bytes),
                 ConstGauge::new(heap.held as i64),
             )?;

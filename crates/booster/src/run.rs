@@ -32,42 +32,52 @@ pub enum StartError {
     Config(String),
 }
 
-/// How often the heap keeper looks, and how long the node must have had no client for it to
-/// act.
+/// How often the heap keeper looks: a node that did nothing for one whole interval is quiet.
 const HEAP_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// Free memory the allocator may keep before the keeper hands it back.
 const HEAP_SLACK: u64 = 4 << 20;
+/// Bytes an interval may move and still be quiet: bond keepalives and heartbeats, not traffic.
+const QUIET_BYTES: u64 = 64 << 10;
 
 /// After a burst of connections glibc keeps the freed memory for reuse, so the node's RSS stays
 /// at its peak. A phone lending its uplink now and then would hold that for nothing: once the
-/// node has had no client for [`HEAP_CHECK`] and more than [`HEAP_SLACK`] sits free, give it
-/// back. Busy nodes are left alone (trimming takes the allocator's locks).
+/// node has been quiet for a whole [`HEAP_CHECK`] (no client open or new, no peer's stream
+/// through it, under [`QUIET_BYTES`] moved: see [`Node::activity`]) and more than
+/// [`HEAP_SLACK`] sits free, give it back, once per quiet spell. Busy nodes
+/// are left alone: trimming takes the allocator's locks for a few milliseconds, so it runs on
+/// the blocking pool. The trim is process-wide (a `demo` runs several nodes in one process).
 async fn keep_heap_small(node: &Node, stop: &CancellationToken) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut every = tokio::time::interval(HEAP_CHECK);
-    // Quiet checks in a row, and whether this quiet spell was trimmed already (trimming hands
-    // pages back but glibc still counts them as held, so the slack alone cannot tell).
-    let (mut quiet_checks, mut trimmed) = (0u32, false);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = node.activity();
+    // Whether this quiet spell was trimmed already: a trim hands pages back, but glibc still
+    // counts them as held, so the slack alone cannot tell.
+    let mut trimmed = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
-        if node.clients_open.load(Relaxed) > 0 {
-            (quiet_checks, trimmed) = (0, false);
+        let now = node.activity();
+        let quiet = now.clients == last.clients
+            && now.bytes.wrapping_sub(last.bytes) < QUIET_BYTES
+            && node.clients_open.load(Relaxed) == 0;
+        last = now;
+        if !quiet {
+            trimmed = false;
             continue;
         }
-        quiet_checks += 1;
-        if quiet_checks < 2 || trimmed {
+        if trimmed {
             continue;
         }
+        trimmed = true;
         if let Some(h) = crate::sys::heap().filter(|h| h.held.saturating_sub(h.in_use) > HEAP_SLACK) {
-            crate::sys::trim_heap();
-            trimmed = true;
+            let _ = tokio::task::spawn_blocking(crate::sys::trim_heap).await;
             tracing::debug!(
                 held = h.held,
                 in_use = h.in_use,
-                "idle: free heap handed back to the OS"
+                "quiet: free heap handed back to the OS"
             );
         }
     }

@@ -27,6 +27,13 @@ const MAX_STICKY: usize = 10_000;
 /// Accept times remembered to recognise a burst of new connections.
 pub const ACCEPT_HISTORY: usize = 16;
 
+/// Running totals of the work a node did for others (see [`Node::activity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    pub clients: u64,
+    pub bytes: u64,
+}
+
 /// A client connection the node took on: gives back its slot and its place in `clients_open`
 /// when dropped.
 pub struct Admitted {
@@ -183,6 +190,27 @@ impl Node {
             );
         }
         slot
+    }
+
+    /// What the node has done for others so far: clients taken on plus peers' streams through
+    /// its uplinks, and bytes through any source (peers' uplinks and bond paths included) or
+    /// lent. Reachability probes open connections on the node's own sources every few seconds,
+    /// so those sources' connection counts are left out; probes move no payload.
+    pub fn activity(&self) -> Activity {
+        let bytes = |s: &Source| s.rx.load(Relaxed).wrapping_add(s.tx.load(Relaxed));
+        let lent = self.lent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut a = Activity {
+            clients: self.clients_total.load(Relaxed),
+            bytes: 0,
+        };
+        for s in lent.values() {
+            a.clients = a.clients.wrapping_add(s.conns_total.load(Relaxed));
+            a.bytes = a.bytes.wrapping_add(bytes(s));
+        }
+        for s in self.sources() {
+            a.bytes = a.bytes.wrapping_add(bytes(&s));
+        }
+        a
     }
 
     /// Takes on a client connection (proxy or gateway): its slot, and its place in the counts

@@ -292,16 +292,26 @@ pub fn original_dst(fd: &impl AsRawFd, v6: bool) -> io::Result<std::net::SocketA
 pub struct Heap {
     /// Bytes handed out by `malloc` and not yet freed, mmapped chunks included.
     pub in_use: u64,
-    /// Bytes the allocator holds from the OS (in use plus free chunks it keeps).
+    /// Bytes the allocator holds from the OS (in use plus free chunks it keeps). Pages handed
+    /// back by [`trim_heap`] from inside an arena still count here; RSS drops, this does not.
     pub held: u64,
 }
 
-/// glibc's `mallinfo2`; `None` with another C library. It walks the arenas under their locks:
-/// cheap enough for an API call or a scrape, not for a hot path.
+/// glibc's `mallinfo2`; `None` with another C library or a glibc older than 2.33 (looked up at
+/// run time, so the binary still starts there). It walks the arenas under their locks: cheap
+/// enough for an API call or a scrape, not for a hot path.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn heap() -> Option<Heap> {
-    // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
-    let m = unsafe { libc::mallinfo2() };
+    type MallInfo2 = unsafe extern "C" fn() -> libc::mallinfo2;
+    static MALLINFO2: std::sync::OnceLock<Option<MallInfo2>> = std::sync::OnceLock::new();
+    let mallinfo2 = (*MALLINFO2.get_or_init(|| {
+        // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the objects already loaded.
+        let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"mallinfo2".as_ptr()) };
+        // SAFETY: glibc's mallinfo2 takes nothing and returns the struct by value.
+        (!f.is_null()).then(|| unsafe { std::mem::transmute::<*mut libc::c_void, MallInfo2>(f) })
+    }))?;
+    // SAFETY: see above; it only reads the allocator's statistics.
+    let m = unsafe { mallinfo2() };
     Some(Heap {
         in_use: (m.uordblks + m.hblkhd) as u64,
         held: (m.arena + m.hblkhd) as u64,

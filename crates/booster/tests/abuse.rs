@@ -407,8 +407,6 @@ impl NodeProc {
             "lo",
             "--listen",
             "127.0.0.1:0",
-            "--probe-target",
-            "none",
             "--no-mdns",
             "--config",
         ]
@@ -420,6 +418,9 @@ impl NodeProc {
         all.push(dir.path().join("data").display().to_string());
         if !args.contains(&"--api") {
             all.extend(["--api".to_string(), "127.0.0.1:0".to_string()]);
+        }
+        if !args.contains(&"--probe-target") {
+            all.extend(["--probe-target".to_string(), "none".to_string()]);
         }
         all.extend(args.iter().map(|s| s.to_string()));
         let (mut proc, line) = Proc::spawn(&all, nofile, env, "booster: proxy on ");
@@ -1084,6 +1085,7 @@ async fn slowloris_handshakes_time_out_with_bounded_memory_while_others_are_serv
     assert!(fds < 100, "{fds} fds left open ({pipes} pipes)");
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 /// One round of everyday traffic: SOCKS5 tunnels with a round trip, plain-HTTP requests,
 /// CONNECTs refused by the target, malformed requests and clients that reset mid-tunnel.
 async fn everyday_round(node: &NodeProc, echo: SocketAddr, ok: SocketAddr, closed: SocketAddr, n: usize) {
@@ -1114,6 +1116,7 @@ async fn everyday_round(node: &NodeProc, echo: SocketAddr, ok: SocketAddr, close
         .await;
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 /// The node's heap in use once it is idle again: clients closed and the runtime's tasks back
 /// to `tasks` (the figure after warm-up).
 async fn idle_heap(node: &NodeProc, tasks: u64) -> u64 {
@@ -1122,12 +1125,18 @@ async fn idle_heap(node: &NodeProc, tasks: u64) -> u64 {
         node.status().await["node"]["tasks"].as_u64().unwrap() <= tasks
     })
     .await;
-    node.status().await["node"]["heap_bytes"]
-        .as_u64()
-        .expect("heap_bytes (glibc)")
+    // The lowest of a few readings: a thread of the blocking pool starting or an API
+    // connection still closing can hold a few hundred bytes for a moment.
+    let mut lowest = u64::MAX;
+    for _ in 0..3 {
+        let heap = node.status().await["node"]["heap_bytes"].as_u64();
+        lowest = lowest.min(heap.expect("heap_bytes (glibc)"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lowest
 }
 
-#[cfg(target_env = "gnu")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heap_in_use_comes_back_to_its_level_after_thousands_of_connections() {
     let echo = echo_server().await;
@@ -1149,7 +1158,7 @@ async fn the_heap_in_use_comes_back_to_its_level_after_thousands_of_connections(
     node.wait_idle().await;
     let tasks = node.status().await["node"]["tasks"].as_u64().unwrap();
     let before = idle_heap(&node, tasks).await;
-    const ROUNDS: usize = 12;
+    const ROUNDS: usize = 20;
     for _ in 0..ROUNDS {
         everyday_round(&node, echo, ok, closed, 500).await;
     }
@@ -1160,19 +1169,25 @@ async fn the_heap_in_use_comes_back_to_its_level_after_thousands_of_connections(
         ROUNDS * 500
     );
     // Anything kept per connection (a registry entry, a buffer, a task) is tens of bytes at
-    // least; measured: +0.04 bytes per connection over 32,000.
+    // least: one 8-byte allocation kept per connection reads +34 bytes each, about 340 KiB
+    // here. Measured without a leak: +0.04 bytes per connection over 32,000. Allowed: 64 KiB
+    // for the process's own comings and goings, plus 1 byte per connection.
+    let allowed = (64 << 10) + (ROUNDS * 500) as u64;
     assert!(
-        per_conn < 2.0,
+        after <= before + allowed,
         "the heap grew by {per_conn:.2} bytes per connection: {before} → {after}"
     );
 }
 
-#[cfg(target_env = "gnu")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_burst_an_idle_node_hands_its_free_memory_back() {
     const N: usize = 2000;
     let echo = echo_server().await;
-    let node = NodeProc::start("", &[], None);
+    // Reachability probes (to the echo server, every 3 s) keep opening connections on the
+    // uplink: they must not count as work that keeps the node from being quiet.
+    let probe = echo.to_string();
+    let node = NodeProc::start("", &["--probe-target", &probe], None);
     echo_once(&mut socks(node.proxy, echo).await, b"warm").await;
     node.wait_idle().await;
     let idle_kb = node.proc.status_kb("VmRSS:");
@@ -1186,8 +1201,12 @@ async fn after_a_burst_an_idle_node_hands_its_free_memory_back() {
     drop(held);
     node.wait_idle().await;
     let closed_kb = node.proc.status_kb("VmRSS:");
+    assert!(
+        peak_kb > idle_kb + 8 * 1024,
+        "the burst did not grow the node: {idle_kb} → {peak_kb} kB"
+    );
     // glibc keeps what the 2,000 tunnels freed; the node hands it back once it has been quiet
-    // for two of its 5 s checks.
+    // for one whole 5 s check.
     let near_idle = idle_kb + (peak_kb - idle_kb) / 4;
     let start = std::time::Instant::now();
     let mut now_kb = closed_kb;
@@ -1198,10 +1217,6 @@ async fn after_a_burst_an_idle_node_hands_its_free_memory_back() {
     eprintln!(
         "RSS: idle {idle_kb} kB, {N} tunnels {peak_kb} kB, closed {closed_kb} kB, {now_kb} kB after {:.1} s",
         start.elapsed().as_secs_f64()
-    );
-    assert!(
-        peak_kb > idle_kb + 8 * 1024,
-        "the burst did not grow the node: {idle_kb} → {peak_kb} kB"
     );
     assert!(
         now_kb <= near_idle,

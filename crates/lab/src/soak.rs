@@ -159,7 +159,8 @@ pub struct Sample {
     /// Heap allocated and not freed (`node.heap_bytes`): level under steady traffic unless
     /// something leaks, whatever RSS does. 0 if unknown.
     pub heap_kib: u64,
-    /// Heap the allocator holds from the OS (`node.heap_held_bytes`); RSS follows this.
+    /// Heap the allocator holds from the OS (`node.heap_held_bytes`): its high-water mark,
+    /// which RSS follows until the node trims the heap when quiet (trimmed pages still count).
     pub heap_held_kib: u64,
 }
 

@@ -30,6 +30,16 @@ fn soak_for_a_minute() {
             target.display()
         ),
     };
+    // `booster-lab` does not depend on `booster`, so `cargo test -p booster-lab` alone does not
+    // rebuild the binary: refuse one older than booster's sources rather than test old code.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sources = ["crates/booster/src", "crates/proto/src"].map(|d| newest(&root.join(d)));
+    let built = modified(&bin).expect("checked above");
+    assert!(
+        sources.iter().flatten().all(|s| *s <= built),
+        "{} is older than booster's sources: run `cargo build -p booster` (or `cargo test --workspace`)",
+        bin.display()
+    );
     eprintln!("soak smoke: running {}", bin.display());
     let args = SoakArgs {
         minutes: 1.0,
@@ -52,4 +62,19 @@ fn soak_for_a_minute() {
         s.baseline.fds,
         s.last.fds
     );
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut latest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        latest = latest.max(t);
+    }
+    latest
 }
