@@ -198,12 +198,11 @@ impl Node {
     /// so those sources' connection counts are left out; probes move no payload.
     pub fn activity(&self) -> Activity {
         let bytes = |s: &Source| s.rx.load(Relaxed).wrapping_add(s.tx.load(Relaxed));
-        let lent = self.lent.lock().unwrap_or_else(|e| e.into_inner());
         let mut a = Activity {
             clients: self.clients_total.load(Relaxed),
             bytes: 0,
         };
-        for s in lent.values() {
+        for s in self.lent.lock().unwrap_or_else(|e| e.into_inner()).values() {
             a.clients = a.clients.wrapping_add(s.conns_total.load(Relaxed));
             a.bytes = a.bytes.wrapping_add(bytes(s));
         }

@@ -891,7 +891,7 @@ fn loopback_phase(booster: &Path, files: &FileSet, kind: Kind, work: &Path, runs
         &data,
         &work.join("booster-loop.log"),
     )?;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load_average();
     let mut out = Loopback {
         origin: match kind {
             Kind::Nginx => "nginx".into(),
@@ -902,7 +902,7 @@ fn loopback_phase(booster: &Path, files: &FileSet, kind: Kind, work: &Path, runs
     out.notes.push(format!(
         "Load average when the loopback measurements started: {} (2 CPUs; other engineers' builds \
          and tests share this machine, which shows most in these CPU-bound figures).",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load
     ));
     let url = format!("http://{origin_addr}{}", files.path("f1g"));
     let size = files.get("f1g").size;
@@ -1181,12 +1181,22 @@ fn booster_version(bin: &Path) -> String {
         .unwrap_or_else(|| "booster".into())
 }
 
-fn command_line() -> String {
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` writes them.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("cargo run -p booster-lab --release -- {}", args.join(" "))
 }
 
-fn date() -> String {
+pub(crate) fn date() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -1195,7 +1205,7 @@ fn date() -> String {
         .unwrap_or_default()
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let model = std::fs::read_to_string("/proc/cpuinfo")

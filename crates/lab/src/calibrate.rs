@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::bench::{command_line, date, load_average, machine};
 use crate::profile::{self, Profile};
 use crate::topology::{Lab, LAN_IFACE};
 
@@ -67,6 +68,24 @@ pub struct CalibrateArgs {
 //   b'N' n      : send exactly `n` bytes, then close (data moves, no clock).
 //   b'S' _      : read until EOF, reply with the byte count as a `u64` (data moves, no clock).
 // ---------------------------------------------------------------------------------------
+
+/// Bytes received per [`BUCKET`], counted from the first byte.
+#[derive(Default)]
+struct Buckets {
+    start: Option<Instant>,
+    counts: Vec<u64>,
+}
+
+impl Buckets {
+    fn add(&mut self, n: usize) {
+        let t0 = *self.start.get_or_insert_with(Instant::now);
+        let i = (t0.elapsed().as_nanos() / BUCKET.as_nanos()) as usize;
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += n as u64;
+    }
+}
 
 /// The measuring server: one listener, a thread per connection. Stops accepting on drop.
 pub struct Server {
@@ -146,20 +165,14 @@ fn serve(mut c: TcpStream) {
         }
         b'U' => {
             let mut b = vec![0u8; 64 * 1024];
-            let mut buckets: Vec<u64> = Vec::new();
-            let mut start = None;
+            let mut buckets = Buckets::default();
             while let Ok(n) = c.read(&mut b) {
                 if n == 0 {
                     break;
                 }
-                let t0 = *start.get_or_insert_with(Instant::now);
-                let i = (t0.elapsed().as_nanos() / BUCKET.as_nanos()) as usize;
-                if buckets.len() <= i {
-                    buckets.resize(i + 1, 0);
-                }
-                buckets[i] += n as u64;
+                buckets.add(n);
             }
-            let out: Vec<u8> = buckets.iter().flat_map(|b| b.to_be_bytes()).collect();
+            let out: Vec<u8> = buckets.counts.iter().flat_map(|b| b.to_be_bytes()).collect();
             let _ = c.write_all(&out);
         }
         b'N' => {
@@ -307,21 +320,15 @@ pub async fn measure_download(lab: &Lab, path: &Path, server: SocketAddr) -> Res
     let mut c = connect(lab, path, server, Duration::from_secs(5)).await?;
     c.write_all(&header(b'D', total.as_millis() as u32)).await?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut buckets: Vec<u64> = Vec::new();
-    let mut start = None;
+    let mut buckets = Buckets::default();
     loop {
         let n = c.read(&mut buf).await?;
         if n == 0 {
             break;
         }
-        let t0 = *start.get_or_insert_with(Instant::now);
-        let i = (t0.elapsed().as_nanos() / BUCKET.as_nanos()) as usize;
-        if buckets.len() <= i {
-            buckets.resize(i + 1, 0);
-        }
-        buckets[i] += n as u64;
+        buckets.add(n);
     }
-    median(steady_rates(&buckets, warmup))
+    median(steady_rates(&buckets.counts, warmup))
 }
 
 /// Upload goodput (bit/s) of one TCP flow through `path`, as the server counted it.
@@ -622,35 +629,6 @@ impl Report {
         }
         s
     }
-}
-
-fn command_line() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("cargo run -p booster-lab --release -- {}", args.join(" "))
-}
-
-fn date() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpus} CPUs, Linux {}", kernel.trim())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Measures the profiles one at a time and returns the report.

@@ -203,6 +203,11 @@ fn ifname(s: String) -> String {
     s.chars().take(15).collect()
 }
 
+/// The bridge port of `node`'s LAN veth, in the LAN namespace.
+pub fn lan_port(node: &str) -> String {
+    ifname(format!("p-{node}"))
+}
+
 /// Sysctls every lab namespace gets: no IPv6 (no stray RS/MLD packets in counters or
 /// through the delay lines) and no reverse-path filter (the routers' TUN hop is asymmetric).
 const BASE_SYSCTLS: &[(&str, &str)] = &[
@@ -381,7 +386,7 @@ impl Lab {
         for (n, (node, node_ns)) in nodes.iter().enumerate() {
             let n = u8::try_from(n + 1).context("too many nodes")?;
             let addr = Ipv4Addr::new(10, 200, 0, n);
-            let port = ifname(format!("p-{node}"));
+            let port = lan_port(node);
             ip(
                 node_ns,
                 &format!("link add name {LAN_IFACE} type veth peer name {port} netns {lan}"),

@@ -143,7 +143,7 @@ async fn check_configured(name: &str) {
         let lan = lab.lan_ns().expect("a profile with a LAN rate has a LAN");
         for node in lab.nodes() {
             assert_shaped(lab.node_ns(node), LAN_IFACE, rate, &format!("{name} {node} LAN upload"));
-            let port: String = format!("p-{node}").chars().take(15).collect();
+            let port = lab::topology::lan_port(node);
             assert_shaped(lan, &port, rate, &format!("{name} {node} LAN download"));
         }
         let home_ip = lab.lan_ip("home").unwrap();
