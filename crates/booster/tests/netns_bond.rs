@@ -429,6 +429,17 @@ fn a_cut_uplink_mid_transfer_loses_nothing_and_its_path_returns() {
     node.wait_paths(0, &UPLINKS);
     let size = 20_000_000;
     bonded_download(&w, &mut node, 1080, size, || w.lab.cut("home", "4g-b").unwrap());
+    // The cut interface closes its path, whether or not the stall detector got there first:
+    // a socket left waiting on a dead interface would come back with it (or, on a phone
+    // with a new address, never), instead of a fresh path.
+    node.wait_line(
+        0,
+        |l| {
+            l.contains("source=4g-b")
+                && (l.contains("bond path dead") || l.contains("bond path closed: its uplink went down"))
+        },
+        "the path through 4g-b closed",
+    );
     // Restored, the uplink gets a path again and carries bonded bytes.
     let mark = node.lines();
     w.lab.restore("home", "4g-b").unwrap();

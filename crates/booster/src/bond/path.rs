@@ -7,7 +7,7 @@ use super::Relay;
 use crate::{
     dial::{self, DialOpts},
     noise::{self, Channel, NoiseStream},
-    source::Source,
+    source::{Health, Source},
     state::Node,
 };
 use proto::bond::{Frame, WELCOME_NEW};
@@ -125,7 +125,12 @@ pub async fn supervise(node: Arc<Node>, relay: Arc<Relay>, source: Arc<Source>, 
                 let fd = channel.get_ref().tcp().map(AsRawFd::as_raw_fd);
                 tokio::select! {
                     () = run(shared.clone(), id, channel, wake, kill.clone(), fd) => {}
-                    () = watch => kill.cancel(),
+                    why = watch => {
+                        if let Some(why) = why {
+                            tracing::info!(relay = %relay.addr, source = %source.name, path = id, "bond path closed: {why}");
+                        }
+                        kill.cancel();
+                    }
                 }
                 shared.remove_path(id);
             }
@@ -140,18 +145,27 @@ pub async fn supervise(node: Arc<Node>, relay: Arc<Relay>, source: Arc<Source>, 
     }
 }
 
-/// Resolves when the source may no longer carry the path (retired, over its cap, down) or
-/// the node stops.
-async fn watch_source(source: &Source, kill: &CancellationToken, stop: &CancellationToken) {
+/// Resolves when the source may no longer carry the path, with the reason, or with `None`
+/// when the path was killed or the node stops. A source whose interface went down closes
+/// its path at once: its frames go out on the others now rather than after the stall
+/// timeout, and the uplink gets a fresh path when it returns (the old socket may never
+/// recover, since a phone that reconnects usually comes back with a new address).
+async fn watch_source(source: &Source, kill: &CancellationToken, stop: &CancellationToken) -> Option<&'static str> {
     let mut every = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = kill.cancelled() => return,
-            _ = stop.cancelled() => return,
+            _ = kill.cancelled() => return None,
+            _ = stop.cancelled() => return None,
         }
-        if source.retired.load(std::sync::atomic::Ordering::Relaxed) || source.over_cap() {
-            return;
+        if source.retired.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some("its uplink was removed");
+        }
+        if source.health() == Health::Down {
+            return Some("its uplink went down");
+        }
+        if source.over_cap() {
+            return Some("its uplink reached its data cap");
         }
     }
 }
