@@ -139,7 +139,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx, early: Ve
                 origin.headers.retain(|h| !h.name.eq_ignore_ascii_case(PIN_HEADER));
                 // Transparent splitting: an eligible request asks for its first piece only; the
                 // answer decides (see `split`).
-                let plan = split::plan(ctx, &head, &target, &origin, framing, pin.is_some(), None);
+                let chance = split::plan(ctx, &head, &target, &origin, framing, pin.is_some(), None);
                 let req = Forward {
                     head: &head,
                     framing,
@@ -149,7 +149,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx, early: Ve
                 };
                 // Boxed: forwarding (and splitting) has a large state that a connection waiting
                 // for its request, or tunnelling, should not carry.
-                if !Box::pin(forward(ctx, &mut client, peer, &mut buf, &mut upstream, req, plan)).await? {
+                if !Box::pin(forward(ctx, &mut client, peer, &mut buf, &mut upstream, req, chance)).await? {
                     return Ok(());
                 }
             }
@@ -214,9 +214,9 @@ pub async fn serve_tunnel(
                 }
             }
         };
-        let plan = tunnel_url(&head)
+        let chance = tunnel_url(&head)
             .and_then(|url| split::plan(ctx, &head, &url, &head, BodyFraming::None, false, Some(&target)));
-        let Some(plan) = plan else {
+        let Some(chance) = chance else {
             // Everything from here on goes through untouched, at a request boundary on both
             // sides: the unsplit request itself first.
             let mut early = raw;
@@ -248,7 +248,7 @@ pub async fn serve_tunnel(
             target: &target,
             pin: None,
         };
-        if !forward(ctx, &mut client, peer, &mut buf, &mut upstream, req, Some(plan)).await? {
+        if !forward(ctx, &mut client, peer, &mut buf, &mut upstream, req, Some(chance)).await? {
             return Ok(());
         }
     }
@@ -292,9 +292,10 @@ struct Forward<'a> {
 }
 
 /// Forwards one request, and its response back, over `upstream` (reused when it goes to the
-/// same target, else connected). With a `split_plan`, the request asks for its first piece only
-/// and the answer decides (see `split`). `Ok(true)`: the client connection stays open for its
-/// next request; `Ok(false)`: it was answered and closed (or cut off).
+/// same target, else connected). With a split `chance`, the request asks for its first piece
+/// only and the answer decides (see `split`); with a steal, the answer's end may come over an
+/// idle uplink (see `steal`). `Ok(true)`: the client connection stays open for its next
+/// request; `Ok(false)`: it was answered and closed (or cut off).
 async fn forward(
     ctx: &Ctx,
     client: &mut TcpStream,
@@ -302,8 +303,13 @@ async fn forward(
     buf: &mut Vec<u8>,
     upstream: &mut Option<Upstream>,
     req: Forward<'_>,
-    mut split_plan: Option<split::Plan>,
+    chance: Option<split::Chance>,
 ) -> Result<bool, SessionError> {
+    let (mut split_plan, steal) = match chance {
+        Some(split::Chance::Split(plan)) => (Some(plan), None),
+        Some(split::Chance::Steal(steal)) => (None, Some(steal)),
+        None => (None, None),
+    };
     let Forward {
         head,
         framing,
@@ -424,13 +430,35 @@ async fn forward(
     // connection mid-request: it must close after this response.
     let client_keep = head.keep_alive() && rframing != BodyFraming::UntilClose && request_done;
     write_head(&mut *client, &resp, Some(client_keep)).await?;
-    if let Err(e) = forward_body(up, &mut rbuf, &mut *client, rframing, ctx.node.config.idle_timeout).await {
-        // Headers are gone already: all that is left is to cut the client off, so it
-        // sees a truncated body rather than a wrong one.
-        tracing::info!(client = %peer, target = %t, error = %e, "response body failed");
-        return Ok(false);
-    }
-    let upstream_keep = resp.keep_alive() && rframing != BodyFraming::UntilClose && rbuf.is_empty();
+    let idle = ctx.node.config.idle_timeout;
+    // A whole answer that ranges could fetch may have its end stolen by an idle uplink.
+    let stealable = steal.as_ref().and_then(|steal| match rframing {
+        BodyFraming::Length(size) if resp.status == 200 => {
+            split::splittable(&ctx.node.config.split, &resp, size).map(|v| (steal, size, v))
+        }
+        _ => None,
+    });
+    let body = match stealable {
+        Some((steal, size, validator)) => {
+            crate::steal::forward_body(ctx, steal, up, &mut rbuf, &mut *client, size, &validator, idle).await
+        }
+        None => forward_body(up, &mut rbuf, &mut *client, rframing, idle)
+            .await
+            .map(|()| crate::steal::Ended::Whole),
+    };
+    let ended = match body {
+        Ok(ended) => ended,
+        Err(e) => {
+            // Headers are gone already: all that is left is to cut the client off, so it
+            // sees a truncated body rather than a wrong one.
+            tracing::info!(client = %peer, target = %t, error = %e, "response body failed");
+            return Ok(false);
+        }
+    };
+    let upstream_keep = resp.keep_alive()
+        && rframing != BodyFraming::UntilClose
+        && rbuf.is_empty()
+        && ended == crate::steal::Ended::Whole;
     tracing::trace!(client = %peer, target = %t, method = %head.method, status = resp.status, source = %up.source().name, "HTTP request done");
     if !upstream_keep {
         *upstream = None;

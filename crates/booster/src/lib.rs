@@ -45,6 +45,7 @@ pub mod socks;
 pub mod source;
 pub mod split;
 pub mod state;
+pub mod steal;
 pub mod store;
 pub mod sys;
 pub mod target;

@@ -104,6 +104,9 @@ pub struct Source {
     /// so that a burst of simultaneous connections spreads instead of all picking the same idle
     /// source.
     pub connecting: AtomicU64,
+    /// Set while a tail steal ([`crate::steal`]) has claimed this source: the claim holds it
+    /// between the choice and the steal's first connection, so two steals don't pick it.
+    pub stolen: AtomicBool,
     pub conns_total: AtomicU64,
     pub connect_failures: AtomicU64,
     /// Bytes used this month before this process counted anything (from the store).
@@ -170,6 +173,7 @@ impl Source {
             tx: AtomicU64::new(0),
             open: AtomicU64::new(0),
             connecting: AtomicU64::new(0),
+            stolen: AtomicBool::new(false),
             conns_total: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             month_base: AtomicU64::new(0),

@@ -105,7 +105,25 @@ impl Drop for Slot {
     }
 }
 
-/// The split of an eligible request, if it may be split. `origin` is the request as forwarded
+/// What may be done for an eligible request.
+pub enum Chance {
+    /// Split it now: the request goes out with the probe's `Range`.
+    Split(Plan),
+    /// Not now (a burst of new connections, busy links, the split slot taken): forward it
+    /// whole, and let an uplink that goes idle fetch its end ([`crate::steal`]).
+    Steal(Steal),
+}
+
+/// What a tail steal of a request forwarded whole needs to fetch ranges of its answer.
+pub struct Steal {
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
+    /// Where the request goes (the URL's host, or `via`): its sources are ranked for this.
+    pub(crate) dest: Target,
+    pub(crate) via: Option<Target>,
+}
+
+/// The split of an eligible request, or its steal when it may not be split now. `origin` is the request as forwarded
 /// (origin form); `pinned`: the client named a source. `target` names the URL (and the `Host`
 /// of the range requests); `via`, when given, is where every connection goes instead (the
 /// destination of a SOCKS tunnel, whose `Host` header may name something else).
@@ -118,7 +136,7 @@ pub fn plan(
     framing: BodyFraming,
     pinned: bool,
     via: Option<&Target>,
-) -> Option<Plan> {
+) -> Option<Chance> {
     let cfg = &ctx.node.config.split;
     if !cfg.enabled || pinned || head.method != "GET" || framing != BodyFraming::None {
         return None;
@@ -144,39 +162,45 @@ pub fn plan(
         return None;
     }
     let sources = sources(&ctx.node, &dest, ctx)?;
-    // Only when the links have room: no other split running, and fewer connections open on
-    // these sources than two each.
-    let busy: u64 = sources
-        .iter()
-        .map(|s| s.open.load(Relaxed) + s.connecting.load(Relaxed))
-        .sum();
-    if busy >= 2 * sources.len() as u64 {
-        return None;
-    }
-    // Nor in a burst of new connections (a client starting many downloads at once): they
-    // will fill the links without help, and a split among them would overload them.
-    if ctx.node.recent_accepts(Instant::now(), BURST_WINDOW) > BURST_CONNECTIONS {
-        return None;
-    }
-    let slot = Slot::take(&ctx.node)?;
+    let url = format!("http://{}{origin_form}", target.host_header());
     let headers = origin
         .headers
         .iter()
         .filter(|h| !NOT_COPIED.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
         .filter_map(|h| Some((h.name.clone(), String::from_utf8(h.value.clone()).ok()?)))
         .collect();
-    Some(Plan {
-        url: format!("http://{}{origin_form}", target.host_header()),
+    // Only when the links have room: no other split running, and fewer connections open on
+    // these sources than two each. Nor in a burst of new connections (a client starting many
+    // downloads at once): they will fill the links without help, and a split among them would
+    // overload them. Such a request may still have its end stolen by a link that goes idle.
+    let busy: u64 = sources
+        .iter()
+        .map(|s| s.open.load(Relaxed) + s.connecting.load(Relaxed))
+        .sum();
+    let slot = (busy < 2 * sources.len() as u64
+        && ctx.node.recent_accepts(Instant::now(), BURST_WINDOW) <= BURST_CONNECTIONS)
+        .then(|| Slot::take(&ctx.node))
+        .flatten();
+    let Some(slot) = slot else {
+        return Some(Chance::Steal(Steal {
+            url,
+            headers,
+            dest,
+            via: via.cloned(),
+        }));
+    };
+    Some(Chance::Split(Plan {
+        url,
         headers,
         sources,
         via: via.cloned(),
         _slot: slot,
-    })
+    }))
 }
 
 /// The sources a split may use: those the balancer would (policies allow them, usable now), in
 /// the best one's tier. `None` when fewer than two, or when the destination is sticky.
-fn sources(node: &Node, target: &Target, ctx: &Ctx) -> Option<Vec<Arc<Source>>> {
+pub(crate) fn sources(node: &Node, target: &Target, ctx: &Ctx) -> Option<Vec<Arc<Source>>> {
     let policies = node.policies();
     if policies.sticky(target.domain(), target.ip()).is_some() {
         return None;
@@ -228,6 +252,16 @@ pub fn decide(ctx: &Ctx, resp: &ResponseHead, rframing: BodyFraming) -> Decision
     if first == size {
         return Decision::Whole;
     }
+    match splittable(cfg, resp, size) {
+        // The probe's body goes out verbatim under our Content-Length: it must not be chunked.
+        Some(validator) if rframing == BodyFraming::Length(first) => Decision::Split { first, size, validator },
+        _ => Decision::Retry,
+    }
+}
+
+/// The `If-Range` validator of an entity of `size` bytes whose answer `resp` may be fetched by
+/// ranges: big enough, of an allowed type, not encoded, with a strong validator.
+pub(crate) fn splittable(cfg: &crate::config::Split, resp: &ResponseHead, size: u64) -> Option<String> {
     let text = |name| {
         resp.header(name)
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -242,14 +276,8 @@ pub fn decide(ctx: &Ctx, resp: &ResponseHead, rframing: BodyFraming) -> Decision
     // An encoded representation may differ between the client's Accept-Encoding and the
     // engine's `identity`: only identity bodies are split.
     let identity = text("content-encoding").is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"));
-    let validator = fetch::validator(text("etag").as_deref(), text("last-modified").as_deref());
-    match validator {
-        // The probe's body goes out verbatim under our Content-Length: it must not be chunked.
-        Some(validator) if size >= cfg.min_size && mime_ok && identity && rframing == BodyFraming::Length(first) => {
-            Decision::Split { first, size, validator }
-        }
-        _ => Decision::Retry,
-    }
+    let validator = fetch::validator(text("etag").as_deref(), text("last-modified").as_deref())?;
+    (size >= cfg.min_size && mime_ok && identity).then_some(validator)
 }
 
 /// A `206` holding a whole entity as the `200` the client asked for.

@@ -377,3 +377,76 @@ async fn other_protocols_on_port_80_through_socks_are_relayed_untouched() {
     assert_eq!(&got, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     r.shutdown().await;
 }
+
+const MB20: u64 = 20_000_000;
+
+/// Four connections to the proxy at once, left idle: the node sees a burst, so the next large
+/// GET is forwarded whole rather than split (the case of a client starting many downloads).
+async fn burst(r: &Running) -> Vec<tokio::net::TcpStream> {
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(tokio::net::TcpStream::connect(r.proxy_addr).await.unwrap());
+    }
+    conns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_download_has_its_end_stolen_by_an_idle_link_and_is_exact() {
+    let o = origin(Faults::default());
+    let links = links();
+    let r = node("", &links).await;
+    let _burst = burst(&r).await;
+    let (code, body, err, secs) = via(&r, &[&url(&o, MB20)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body.len() as u64, MB20);
+    assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
+    eprintln!(
+        "stolen end: {MB20} bytes in {secs:.2} s; per link: {}",
+        per_link(&links)
+    );
+    // Forwarded whole (no split: only one link would carry it), and an idle link took the end.
+    assert!(carriers(&links, 2_000_000) >= 2, "{}", per_link(&links));
+    r.shutdown().await;
+
+    // The same through a SOCKS5 tunnel to port 80 (the gateway's way in).
+    let Some(l) = port80(5) else { return };
+    let o = Origin::serve(l, Faults::default()).unwrap();
+    let links = crate::links();
+    let r = node("", &links).await;
+    let _burst = burst(&r).await;
+    let u = format!("http://{}/file/{MB20}", o.local_addr().ip());
+    let (code, body, err) = via_socks(&r, "socks5h", &[&u]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
+    assert!(carriers(&links, 2_000_000) >= 2, "socks: {}", per_link(&links));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steal_the_server_refuses_leaves_the_original_to_finish_exactly() {
+    // No ranges at all: the thief's range request gets a 200 of the whole entity.
+    let o = origin(Faults {
+        ignore_range: true,
+        ..Default::default()
+    });
+    let links = links();
+    let r = node("", &links).await;
+    let _burst = burst(&r).await;
+    let (code, body, err, _) = via(&r, &[&url(&o, MB20)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
+    r.shutdown().await;
+
+    // The entity changes under the thief: its If-Range gets the new one, never mixed in.
+    let o = origin(Faults {
+        change_etag_after: Some(1),
+        ..Default::default()
+    });
+    let links = crate::links();
+    let r = node("", &links).await;
+    let _burst = burst(&r).await;
+    let (code, body, err, _) = via(&r, &[&url(&o, MB20)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
+    r.shutdown().await;
+}
