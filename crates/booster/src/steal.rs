@@ -12,12 +12,15 @@
 //! `If-Range` (the range engine of `booster get`), `meet` chosen so that both parts finish
 //! together at the rates seen. The original connection goes on from the front.
 //!
-//! Nothing is committed until the two meet. Whichever has the next byte for the client gives
-//! it; the original connection is dropped only once stolen bytes took the client past it. A
-//! steal that fails before that (a range answered with anything but the expected `206`, a
-//! changed entity, a reset) just ends, and the original connection delivers the rest itself:
-//! a steal can make a download shorter, never wrong, and never cut one off that would have
-//! completed without it.
+//! Nothing is committed: the two race. Whichever has the next byte for the client gives it,
+//! and the original connection keeps reading until the body is complete (stolen bytes ahead of
+//! it in the buffer do not prove the thief faster, only earlier; dropping the original on that
+//! once left the rest to a slow link). When the stolen end completes the body first, the
+//! original connection is closed mid-body. A steal that fails (a range answered with anything
+//! but the expected `206`, a changed entity, a reset) just ends, and the original connection
+//! delivers the rest itself: a steal can make a download shorter, never wrong, and never cut
+//! one off that would have completed without it. The price is bytes fetched twice where the
+//! two overlap, at most the stolen end ([`MAX_STOLEN`]).
 
 use crate::{
     dial::Metered,
@@ -60,7 +63,7 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum Ended {
     /// The original connection delivered the whole body: it may carry the next request.
     Whole,
-    /// Stolen bytes finished the body: the original connection was dropped mid-body.
+    /// Stolen bytes finished the body: the original connection stopped mid-body.
     Stolen,
 }
 
@@ -175,6 +178,7 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
     pending.drain(..first);
     let (mut done, mut front) = (first as u64, first as u64);
     let mut original = true;
+    // When a byte of the body last came in, from either side.
     let mut last_read = started;
     let mut rate = Rate::new(started, front);
     let mut thief: Option<Running> = None;
@@ -208,7 +212,7 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
             }
             Got::Original(r) => {
                 let e = r.err().unwrap_or_else(|| std::io::ErrorKind::UnexpectedEof.into());
-                // Without the original, only a steal that already took over can finish.
+                // Without the original, only a steal whose end the front reached can finish.
                 match &thief {
                     Some(s) if done >= s.meet => {
                         tracing::debug!(url = %steal.url, error = %e, "the original connection failed; the stolen end finishes the body");
@@ -218,6 +222,7 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
                 }
             }
             Got::Stolen(Some((offset, bytes))) => {
+                last_read = Instant::now();
                 let s = thief.as_mut().expect("a steal sent it");
                 s.held_bytes += bytes.len() as u64;
                 s.held.insert(offset, bytes);
@@ -239,7 +244,8 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
             }
             Got::Check => {
                 let now = Instant::now();
-                if original && now.duration_since(last_read) >= idle {
+                // Nothing from either side for the idle timeout: the body is stuck.
+                if now.duration_since(last_read) >= idle {
                     return Err(BodyError::Read(std::io::ErrorKind::TimedOut.into()));
                 }
                 let r = rate.sample(now, front);
@@ -270,10 +276,6 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
                     done = end;
                 }
             }
-            if original && done > front {
-                tracing::debug!(url = %steal.url, source = %s.source, at = front, "the stolen end overtook the original connection; dropping it");
-                original = false;
-            }
             if !original && s.ended && done < size && s.held.first_key_value().is_none_or(|(&o, _)| o > done) {
                 return Err(lost("the stolen end is incomplete"));
             }
@@ -283,6 +285,8 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
         }
     }
     client.flush().await.map_err(BodyError::Write)?;
+    // Stolen bytes finished the body: the original connection stopped mid-body.
+    let original = original && front == size;
     if let Some(s) = &thief {
         tracing::debug!(
             url = %steal.url,

@@ -1064,9 +1064,10 @@ fn add_notes(res: &mut Results, plan: &Plan) {
              all start at once, each pinned to one uplink for its life: the ideal split by rate \
              ({}) is impossible in whole connections. The best whole split ({}) finishes at \
              {:.2} MB/s = **{:.0}% of this run's link sum**, and that is the ceiling for any \
-             proxy that balances whole connections, however smart. Going past it needs range \
-             splitting of each download across links (`booster get`, issue 5) or a bond \
-             (issue 6).",
+             proxy that balances whole connections, however smart. booster goes past it by \
+             tail stealing: a download forwarded whole has its end fetched by ranges over the \
+             first uplink that goes idle, racing the original connection (`steal.rs`; the \
+             node's debug log says `tail steal`).",
             ideal.join(", "),
             best.join(", "),
             ceiling / 1e6,
