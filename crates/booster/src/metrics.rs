@@ -158,6 +158,25 @@ impl Collector for NodeCollector {
         )?;
         single(
             &mut enc,
+            "booster_split_downloads",
+            "Plain-HTTP downloads through the proxy split by ranges over every source.",
+            None,
+            ConstCounter::new(node.splits_total.load(Relaxed)),
+        )?;
+        let steals = &node.steals;
+        family(
+            &mut enc,
+            "booster_tail_steals",
+            "Ends of downloads forwarded whole fetched over an idle source: the stolen end finished the body (finished), the original connection did first (outrun), or the range fetch failed (failed).",
+            None,
+            MetricType::Counter,
+            [("finished", &steals.finished), ("outrun", &steals.outrun), ("failed", &steals.failed)]
+                .into_iter()
+                .map(|(o, n)| (vec![("outcome", o.to_string())], ConstCounter::new(n.load(Relaxed))))
+                .collect(),
+        )?;
+        single(
+            &mut enc,
             "booster_tasks",
             "Tasks alive on the node's runtime.",
             None,

@@ -304,6 +304,7 @@ pub async fn run(
     (first, size, validator): (u64, u64, String),
 ) -> Result<(), String> {
     let started = Instant::now();
+    ctx.node.splits_total.fetch_add(1, Relaxed);
     let mut head = as_full(resp);
     head.headers.retain(|h| !h.name.eq_ignore_ascii_case("content-length"));
     head.headers.push(Header {

@@ -85,6 +85,10 @@ pub struct Node {
     pub bonds: Option<crate::bond::Bonds>,
     /// Downloads being split over every source right now (see [`crate::split::MAX_SPLITS`]).
     pub splits_active: std::sync::atomic::AtomicU64,
+    /// Downloads split since the node started.
+    pub splits_total: std::sync::atomic::AtomicU64,
+    /// Tail steals since the node started, by outcome (see [`crate::steal`]).
+    pub steals: crate::steal::Counts,
     /// Client connections open on the proxy port (see [`crate::conns`]).
     pub conns: crate::conns::Conns,
     /// Distributions for `/metrics` (everything else there is read from this state).
@@ -122,6 +126,8 @@ impl Node {
             accepts: Mutex::new(std::collections::VecDeque::with_capacity(ACCEPT_HISTORY)),
             lend_pacer: crate::lend::Pacer::new(config.lend.max_rate),
             splits_active: std::sync::atomic::AtomicU64::new(0),
+            splits_total: std::sync::atomic::AtomicU64::new(0),
+            steals: Default::default(),
             conns: Default::default(),
             metrics: Default::default(),
             policy_edit: Mutex::new(()),

@@ -32,7 +32,10 @@ use crate::{
 };
 use std::{
     collections::BTreeMap,
-    sync::{atomic::Ordering::Relaxed, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -65,6 +68,17 @@ pub enum Ended {
     Whole,
     /// Stolen bytes finished the body: the original connection stopped mid-body.
     Stolen,
+}
+
+/// Steals since the node started, by outcome (`/metrics`: `booster_tail_steals_total`).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// The stolen end finished the body before the original connection did.
+    pub finished: AtomicU64,
+    /// The original connection finished the body first (the stolen bytes were not needed).
+    pub outrun: AtomicU64,
+    /// The range fetch failed (no ranges, a changed entity, its uplink failing).
+    pub failed: AtomicU64,
 }
 
 /// A source claimed for one steal; released on drop.
@@ -235,6 +249,7 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
                     .await
                     .unwrap_or_else(|e| Err(fetch::FetchError::Usage(e.to_string())));
                 if let Err(e) = result {
+                    ctx.node.steals.failed.fetch_add(1, Relaxed);
                     if !original {
                         return Err(lost(&format!("the stolen end: {e}")));
                     }
@@ -288,6 +303,12 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
     // Stolen bytes finished the body: the original connection stopped mid-body.
     let original = original && front == size;
     if let Some(s) = &thief {
+        let outcome = if original {
+            &ctx.node.steals.outrun
+        } else {
+            &ctx.node.steals.finished
+        };
+        outcome.fetch_add(1, Relaxed);
         tracing::debug!(
             url = %steal.url,
             source = %s.source,

@@ -71,6 +71,7 @@ async fn a_large_get_is_split_over_every_link_and_is_exact() {
             l.bytes_down()
         );
     }
+    assert_eq!(counts(&r), (1, [0, 0, 0]), "one split, no steal");
     r.shutdown().await;
 
     // The same download with splitting off, for comparison.
@@ -380,6 +381,16 @@ async fn other_protocols_on_port_80_through_socks_are_relayed_untouched() {
 
 const MB20: u64 = 20_000_000;
 
+/// Downloads split, and steals finished, outrun and failed, as the node counts them.
+fn counts(r: &Running) -> (u64, [u64; 3]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &r.node.steals;
+    (
+        r.node.splits_total.load(Relaxed),
+        [s.finished.load(Relaxed), s.outrun.load(Relaxed), s.failed.load(Relaxed)],
+    )
+}
+
 /// Four connections to the proxy at once, left idle: the node sees a burst, so the next large
 /// GET is forwarded whole rather than split (the case of a client starting many downloads).
 async fn burst(r: &Running) -> Vec<tokio::net::TcpStream> {
@@ -406,6 +417,9 @@ async fn a_whole_download_has_its_end_stolen_by_an_idle_link_and_is_exact() {
     );
     // Forwarded whole (no split: only one link would carry it), and an idle link took the end.
     assert!(carriers(&links, 2_000_000) >= 2, "{}", per_link(&links));
+    let (split, steals) = counts(&r);
+    assert_eq!(split, 0, "a burst is not split");
+    assert_eq!(steals[0] + steals[1], 1, "finished, outrun, failed: {steals:?}");
     r.shutdown().await;
 
     // The same through a SOCKS5 tunnel to port 80 (the gateway's way in).
@@ -435,6 +449,7 @@ async fn a_steal_the_server_refuses_leaves_the_original_to_finish_exactly() {
     let (code, body, err, _) = via(&r, &[&url(&o, MB20)]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
+    assert_eq!(counts(&r).1, [0, 0, 1], "the steal was tried and failed");
     r.shutdown().await;
 
     // The entity changes under the thief: its If-Range gets the new one, never mixed in.
@@ -448,5 +463,6 @@ async fn a_steal_the_server_refuses_leaves_the_original_to_finish_exactly() {
     let (code, body, err, _) = via(&r, &[&url(&o, MB20)]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
+    assert_eq!(counts(&r).1, [0, 0, 1], "the steal was tried and failed");
     r.shutdown().await;
 }
