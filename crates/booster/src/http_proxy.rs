@@ -161,10 +161,12 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: &Ctx, early: Ve
 /// `GET` in origin form, already read (`first_raw`: its bytes as received; `buf`: whatever
 /// followed them); `up` is the tunnel's connection to `target`.
 ///
-/// Each request [`split`] may split is forwarded here as the HTTP proxy forwards it (the
-/// client's head unchanged but for the probe's `Range`, its `Host` naming the range requests'
-/// URL while every connection still goes to `target`). The first request that is not goes out
-/// byte for byte, and everything after it is relayed untouched, as any other tunnel.
+/// Each request [`split`] may split, or may have its end stolen (see `steal`), is forwarded
+/// here as the HTTP proxy forwards it (the client's head unchanged but for a split's probe
+/// `Range`, its `Host` naming the range requests' URL while every connection still goes to
+/// `target`; the response's hop-by-hop headers replaced by ours). The first request that is
+/// neither goes out byte for byte, and everything after it is relayed untouched, as any other
+/// tunnel.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_tunnel(
     mut client: TcpStream,

@@ -104,8 +104,8 @@ pub struct Source {
     /// so that a burst of simultaneous connections spreads instead of all picking the same idle
     /// source.
     pub connecting: AtomicU64,
-    /// Set while a tail steal ([`crate::steal`]) has claimed this source: the claim holds it
-    /// between the choice and the steal's first connection, so two steals don't pick it.
+    /// Set while a tail steal ([`crate::steal`]) runs through this source (from its choice
+    /// until its range fetch ends), so two steals don't pick it.
     pub stolen: AtomicBool,
     pub conns_total: AtomicU64,
     pub connect_failures: AtomicU64,

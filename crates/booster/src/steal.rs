@@ -56,8 +56,11 @@ pub const MAX_LEFT: u64 = 32 << 20;
 /// Most bytes stolen (and so held) for one body: the end is never longer than this.
 pub const MAX_STOLEN: u64 = 8 << 20;
 /// Chunks between the range engine and the forwarder; the bytes held are bounded by
-/// [`MAX_STOLEN`], not by this.
+/// [`MAX_STOLEN`] (chunks are shrunk to their length when held), not by this.
 const CHANNEL: usize = 64;
+/// No steal while the forwarder spent more than this share of the last second writing to the
+/// client: the client, not the uplink, sets the pace, and a thief would only fill memory.
+const CLIENT_BOUND: f64 = 0.25;
 /// Bytes read from the original connection at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -115,32 +118,43 @@ struct Running {
     _stop: tokio_util::sync::DropGuard,
 }
 
-/// The original connection's rate over about the last second.
+/// The original connection's rate over about the last second, and the share of that time the
+/// forwarder spent blocked writing to the client.
 struct Rate {
-    samples: std::collections::VecDeque<(Instant, u64)>,
+    /// (when, bytes read, time blocked on the client so far).
+    samples: std::collections::VecDeque<(Instant, u64, Duration)>,
 }
 
 impl Rate {
     fn new(now: Instant, at: u64) -> Rate {
         Rate {
-            samples: std::collections::VecDeque::from([(now, at)]),
+            samples: std::collections::VecDeque::from([(now, at, Duration::ZERO)]),
         }
     }
 
-    /// Records `at` bytes at `now`; the rate in bytes/s since the oldest sample kept.
-    fn sample(&mut self, now: Instant, at: u64) -> f64 {
-        self.samples.push_back((now, at));
+    /// Records `at` bytes and `blocked` time at `now`; the rate in bytes/s and the blocked
+    /// share since the oldest sample kept.
+    fn sample(&mut self, now: Instant, at: u64, blocked: Duration) -> (f64, f64) {
+        self.samples.push_back((now, at, blocked));
         while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= SETTLE {
             self.samples.pop_front();
         }
-        let (t0, b0) = self.samples[0];
+        let (t0, b0, k0) = self.samples[0];
         let secs = now.duration_since(t0).as_secs_f64();
         if secs <= 0.0 {
-            0.0
+            (0.0, 0.0)
         } else {
-            (at - b0) as f64 / secs
+            ((at - b0) as f64 / secs, (blocked - k0).as_secs_f64() / secs)
         }
     }
+}
+
+/// Writes `bytes` to the client, adding the time it took to `blocked`.
+async fn give<W: AsyncWrite + Unpin>(client: &mut W, bytes: &[u8], blocked: &mut Duration) -> Result<(), BodyError> {
+    let t = Instant::now();
+    client.write_all(bytes).await.map_err(BodyError::Write)?;
+    *blocked += t.elapsed();
+    Ok(())
 }
 
 /// Where the stolen end starts: the front at `rate` and the thief at `thief` bytes/s finish
@@ -188,12 +202,15 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
     let started = Instant::now();
     // `done`: bytes given to the client; `front`: bytes of the body read from `up`.
     let first = (pending.len() as u64).min(size) as usize;
-    client.write_all(&pending[..first]).await.map_err(BodyError::Write)?;
+    let mut blocked = Duration::ZERO;
+    give(client, &pending[..first], &mut blocked).await?;
     pending.drain(..first);
     let (mut done, mut front) = (first as u64, first as u64);
     let mut original = true;
-    // When a byte of the body last came in, from either side.
-    let mut last_read = started;
+    // When the body last made progress: a byte in from either side, or out to the client (a
+    // client that pauses reading holds the forwarder in a write, which is not the upstream's
+    // idleness).
+    let mut last_progress = started;
     let mut rate = Rate::new(started, front);
     let mut thief: Option<Running> = None;
     let mut tried = false;
@@ -214,13 +231,13 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
         };
         match got {
             Got::Original(Ok(n)) if n > 0 => {
-                last_read = Instant::now();
                 let body = n.min((size - front) as usize);
                 if front + body as u64 > done {
                     let skip = (done - front) as usize;
-                    client.write_all(&buf[skip..body]).await.map_err(BodyError::Write)?;
+                    give(client, &buf[skip..body], &mut blocked).await?;
                     done = front + body as u64;
                 }
+                last_progress = Instant::now();
                 front += body as u64;
                 pending.extend_from_slice(&buf[body..n]);
             }
@@ -235,11 +252,26 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
                     _ => return Err(BodyError::Read(e)),
                 }
             }
-            Got::Stolen(Some((offset, bytes))) => {
-                last_read = Instant::now();
+            Got::Stolen(Some((offset, mut bytes))) => {
+                last_progress = Instant::now();
                 let s = thief.as_mut().expect("a steal sent it");
-                s.held_bytes += bytes.len() as u64;
-                s.held.insert(offset, bytes);
+                // The engine's buffers are sized for a fast source: hold only the bytes.
+                if bytes.capacity() > bytes.len() + bytes.len() / 4 {
+                    bytes.shrink_to_fit();
+                }
+                // A piece fetched again (after a stall) may start where one is held: keep the
+                // longer, as the ordered writer does.
+                match s.held.entry(offset) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        s.held_bytes += bytes.len() as u64;
+                        v.insert(bytes);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut o) if o.get().len() < bytes.len() => {
+                        s.held_bytes += (bytes.len() - o.get().len()) as u64;
+                        o.insert(bytes);
+                    }
+                    std::collections::btree_map::Entry::Occupied(_) => {}
+                }
             }
             Got::Stolen(None) => {
                 // The engine ended: `Ok` means every stolen byte was sent.
@@ -259,12 +291,12 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
             }
             Got::Check => {
                 let now = Instant::now();
-                // Nothing from either side for the idle timeout: the body is stuck.
-                if now.duration_since(last_read) >= idle {
+                // No progress for the idle timeout: the body is stuck.
+                if now.duration_since(last_progress) >= idle {
                     return Err(BodyError::Read(std::io::ErrorKind::TimedOut.into()));
                 }
-                let r = rate.sample(now, front);
-                if !tried && original && now.duration_since(started) >= SETTLE {
+                let (r, client_share) = rate.sample(now, front, blocked);
+                if !tried && original && client_share < CLIENT_BOUND && now.duration_since(started) >= SETTLE {
                     if let Some(s) = start(ctx, steal, up.source(), front, size, r, validator) {
                         tracing::debug!(url = %steal.url, source = %s.source, from = s.meet, size, "tail steal: an idle uplink fetches the end");
                         thief = Some(s);
@@ -284,11 +316,9 @@ pub(crate) async fn forward_body<W: AsyncWrite + Unpin>(
                 s.held_bytes -= bytes.len() as u64;
                 let end = offset + bytes.len() as u64;
                 if end > done {
-                    client
-                        .write_all(&bytes[(done - offset) as usize..])
-                        .await
-                        .map_err(BodyError::Write)?;
+                    give(client, &bytes[(done - offset) as usize..], &mut blocked).await?;
                     done = end;
+                    last_progress = Instant::now();
                 }
             }
             if !original && s.ended && done < size && s.held.first_key_value().is_none_or(|(&o, _)| o > done) {
@@ -401,14 +431,17 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_is_over_the_last_second() {
+    fn the_rate_and_the_clients_share_are_over_the_last_second() {
         let t = Instant::now();
+        let ms = Duration::from_millis;
         let mut r = Rate::new(t, 0);
-        assert_eq!(r.sample(t + Duration::from_millis(500), 500), 1000.0);
-        r.sample(t + Duration::from_millis(1000), 1000);
-        r.sample(t + Duration::from_millis(1500), 1500);
-        // Faster now: 1000 bytes in the last half second; the window keeps about a second.
-        let now = r.sample(t + Duration::from_millis(2000), 2500);
-        assert!((now - 1500.0).abs() < 1.0, "{now}");
+        assert_eq!(r.sample(t + ms(500), 500, ms(0)), (1000.0, 0.0));
+        r.sample(t + ms(1000), 1000, ms(0));
+        r.sample(t + ms(1500), 1500, ms(100));
+        // Faster now: 1000 bytes in the last half second; the window keeps about a second,
+        // in which 400 ms went to writes to the client.
+        let (rate, client) = r.sample(t + ms(2000), 2500, ms(400));
+        assert!((rate - 1500.0).abs() < 1.0, "{rate}");
+        assert!((client - 0.4).abs() < 1e-9, "{client}");
     }
 }

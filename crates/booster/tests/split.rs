@@ -391,14 +391,35 @@ fn counts(r: &Running) -> (u64, [u64; 3]) {
     )
 }
 
-/// Four connections to the proxy at once, left idle: the node sees a burst, so the next large
-/// GET is forwarded whole rather than split (the case of a client starting many downloads).
-async fn burst(r: &Running) -> Vec<tokio::net::TcpStream> {
-    let mut conns = Vec::new();
-    for _ in 0..4 {
-        conns.push(tokio::net::TcpStream::connect(r.proxy_addr).await.unwrap());
+/// A client opening connection after connection (each closed at once), until dropped: the node
+/// sees a burst all along, so a large GET meanwhile is forwarded whole rather than split (the
+/// case of a client starting many downloads). All along, not once before the request: a burst
+/// is "more than three accepts within 500 ms", and a loaded machine may take longer than that
+/// to start curl.
+struct Burst(tokio::task::JoinHandle<()>);
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    conns
+}
+
+async fn burst(r: &Running) -> Burst {
+    let proxy = r.proxy_addr;
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(20));
+    // The first few before the request goes out.
+    for _ in 0..4 {
+        every.tick().await;
+        drop(tokio::net::TcpStream::connect(proxy).await.unwrap());
+    }
+    Burst(tokio::spawn(async move {
+        loop {
+            every.tick().await;
+            if let Ok(s) = tokio::net::TcpStream::connect(proxy).await {
+                drop(s);
+            }
+        }
+    }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,8 +427,9 @@ async fn a_whole_download_has_its_end_stolen_by_an_idle_link_and_is_exact() {
     let o = origin(Faults::default());
     let links = links();
     let r = node("", &links).await;
-    let _burst = burst(&r).await;
+    let b = burst(&r).await;
     let (code, body, err, secs) = via(&r, &[&url(&o, MB20)]).await;
+    drop(b);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body.len() as u64, MB20);
     assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
@@ -427,9 +449,10 @@ async fn a_whole_download_has_its_end_stolen_by_an_idle_link_and_is_exact() {
     let o = Origin::serve(l, Faults::default()).unwrap();
     let links = crate::links();
     let r = node("", &links).await;
-    let _burst = burst(&r).await;
+    let b = burst(&r).await;
     let u = format!("http://{}/file/{MB20}", o.local_addr().ip());
     let (code, body, err) = via_socks(&r, "socks5h", &[&u]).await;
+    drop(b);
     assert_eq!(code, 0, "{err}");
     assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
     assert!(carriers(&links, 2_000_000) >= 2, "socks: {}", per_link(&links));
@@ -445,8 +468,9 @@ async fn a_steal_the_server_refuses_leaves_the_original_to_finish_exactly() {
     });
     let links = links();
     let r = node("", &links).await;
-    let _burst = burst(&r).await;
+    let b = burst(&r).await;
     let (code, body, err, _) = via(&r, &[&url(&o, MB20)]).await;
+    drop(b);
     assert_eq!(code, 0, "{err}");
     assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
     assert_eq!(counts(&r).1, [0, 0, 1], "the steal was tried and failed");
@@ -459,10 +483,58 @@ async fn a_steal_the_server_refuses_leaves_the_original_to_finish_exactly() {
     });
     let links = crate::links();
     let r = node("", &links).await;
-    let _burst = burst(&r).await;
+    let b = burst(&r).await;
     let (code, body, err, _) = via(&r, &[&url(&o, MB20)]).await;
+    drop(b);
     assert_eq!(code, 0, "{err}");
     assert_eq!(sha256(&body), sha256_hex(MB20, MB20));
     assert_eq!(counts(&r).1, [0, 0, 1], "the steal was tried and failed");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pauses_longer_than_the_idle_timeout_still_gets_the_whole_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A body forwarded whole with a chance of a steal: the idle timeout is about the upstream
+    // going quiet, not the client pausing (a paused video player), which holds the forwarder
+    // in a write for as long as it likes.
+    let o = origin(Faults::default());
+    let links = links();
+    let r = node("idle_timeout = \"2s\"\n", &links).await;
+    let b = burst(&r).await;
+    let mut c = tokio::net::TcpStream::connect(r.proxy_addr).await.unwrap();
+    let host = o.local_addr();
+    c.write_all(format!("GET http://{host}/file/{MB9} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < 1_000_000 {
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(b);
+    // Three idle timeouts without reading: the node's writes to us block all along.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    loop {
+        let n = c.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let head = got.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+        if (got.len() - head) as u64 >= MB9 {
+            break;
+        }
+    }
+    let head = got.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got[..head])
+    );
+    assert_eq!((got.len() - head) as u64, MB9, "the body was cut short");
+    assert_eq!(sha256(&got[head..]), sha256_hex(MB9, MB9));
     r.shutdown().await;
 }
