@@ -41,20 +41,20 @@ use std::{
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How often a body forwarded whole looks for an idle uplink.
-pub const CHECK: Duration = Duration::from_millis(250);
+const CHECK: Duration = Duration::from_millis(250);
 /// A body is stolen from only after it has run this long: its own rate is known by then, and
 /// the connections of a burst have found their uplinks.
 const SETTLE: Duration = Duration::from_secs(1);
 /// ... and only while it has at least this long to go at that rate: a steal costs a connection
 /// and a request before its first byte.
-pub const MIN_LEFT_TIME: Duration = Duration::from_secs(1);
+const MIN_LEFT_TIME: Duration = Duration::from_secs(1);
 /// Fewest bytes left worth a steal.
 const MIN_LEFT: u64 = 512 << 10;
 /// Most bytes left for a steal: a larger rest is a split's work, and the stolen end waits in
 /// memory until the front meets it.
-pub const MAX_LEFT: u64 = 32 << 20;
+const MAX_LEFT: u64 = 32 << 20;
 /// Most bytes stolen (and so held) for one body: the end is never longer than this.
-pub const MAX_STOLEN: u64 = 8 << 20;
+const MAX_STOLEN: u64 = 8 << 20;
 /// Chunks between the range engine and the forwarder; the bytes held are bounded by
 /// [`MAX_STOLEN`] (chunks are shrunk to their length when held), not by this.
 const CHANNEL: usize = 64;
@@ -158,8 +158,9 @@ async fn give<W: AsyncWrite + Unpin>(client: &mut W, bytes: &[u8], blocked: &mut
 }
 
 /// Where the stolen end starts: the front at `rate` and the thief at `thief` bytes/s finish
-/// `left` bytes from `at` together; the end is at most [`MAX_STOLEN`] and at least one read.
-pub fn meeting_point(at: u64, size: u64, rate: f64, thief: f64) -> u64 {
+/// the bytes left from `at` together; the end is at most [`MAX_STOLEN`] and at least one read.
+/// `size - at` must be at least two reads ([`start`] asks for [`MIN_LEFT`]).
+fn meeting_point(at: u64, size: u64, rate: f64, thief: f64) -> u64 {
     let left = size - at;
     let front = if rate + thief > 0.0 {
         (left as f64 * rate / (rate + thief)) as u64
